@@ -1,0 +1,27 @@
+"""Datasets in the real on-disk formats, synthetic scenes and joint augmentation.
+
+Every dataset returns a *sample dict* (CPU tensors, before any augmentation):
+
+- ``image``: uint8 3×H×W RGB
+- ``label``: int64 H×W class ids, 255 = ignore (all 255 for depth-only frames)
+- ``depth``: float32 H×W metres, 0 = invalid (only NYUv2 datasets)
+- ``labeled``: bool, False for depth-only frames
+- ``index``: int, position in the dataset; ``name``: str, a stable id for reports
+
+Batches are moved to the device and augmented there (``transforms.JointAugment``).
+"""
+from labelreg.data.nyu import NYUv2DepthOnly, NYUv2Labeled, load_class_mapping, load_splits
+from labelreg.data.palette import IGNORE_INDEX, colorize, voc_palette
+from labelreg.data.voc import VOC_CLASSES, VOCSegmentation
+
+__all__ = [
+    "IGNORE_INDEX",
+    "NYUv2DepthOnly",
+    "NYUv2Labeled",
+    "VOCSegmentation",
+    "VOC_CLASSES",
+    "colorize",
+    "load_class_mapping",
+    "load_splits",
+    "voc_palette",
+]
