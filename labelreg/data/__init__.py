@@ -10,18 +10,6 @@ Every dataset returns a *sample dict* (CPU tensors, before any augmentation):
 
 Batches are moved to the device and augmented there (``transforms.JointAugment``).
 """
-from labelreg.data.nyu import NYUv2DepthOnly, NYUv2Labeled, load_class_mapping, load_splits
 from labelreg.data.palette import IGNORE_INDEX, colorize, voc_palette
-from labelreg.data.voc import VOC_CLASSES, VOCSegmentation
 
-__all__ = [
-    "IGNORE_INDEX",
-    "NYUv2DepthOnly",
-    "NYUv2Labeled",
-    "VOCSegmentation",
-    "VOC_CLASSES",
-    "colorize",
-    "load_class_mapping",
-    "load_splits",
-    "voc_palette",
-]
+__all__ = ["IGNORE_INDEX", "colorize", "voc_palette"]
