@@ -1,0 +1,235 @@
+"""Experiment configs: YAML files loaded into dataclasses.
+
+- Unknown keys are errors that list the valid keys of that section.
+- ``key=value`` overrides (``train.epochs=5``, ``data.crop_size=[64,80]``) are
+  parsed as YAML scalars and type-checked against the field.
+- A file may start from another with ``_base_: other.yaml`` (path relative to
+  the file); its own keys then override the base's, section by section.
+- The resolved config is plain data (``to_dict``) so it can be written to the
+  run directory and stored in every checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be applied; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "voc"  # "voc" | "nyu"
+    root: str = "data/synthetic"  # VOC: folder holding VOC2012 (or VOCdevkit); NYU: folder of the .mat files
+    sbd_root: str | None = None  # SBD benchmark_RELEASE, needed for split "trainaug"
+    mat_path: str | None = None  # NYU: defaults to <root>/nyu_depth_v2_labeled.mat
+    splits_path: str | None = None  # NYU: defaults to <root>/splits.mat
+    mapping_path: str | None = None  # NYU: defaults to <root>/classMapping40.mat
+    train_split: str = "train"
+    val_split: str = "val"
+    synthesize_if_missing: bool = False  # write `labelreg synth` data at root when absent
+    synth_labeled: int = 300
+    synth_depth_only: int = 2000
+    synth_size: list[int] = field(default_factory=lambda: [128, 160])
+    synth_seed: int = 0
+    canvas: list[int] | None = None  # CPU: fit-and-pad every sample to H×W so batches stack (VOC)
+    crop_size: list[int] | None = None  # device: training output size H×W (None = keep)
+    eval_size: list[int] | None = None  # device: evaluation resize H×W (None = keep)
+    hflip: bool = True
+    crop_area: list[float] | None = field(default_factory=lambda: [0.08, 1.0])
+    crop_aspect: list[float] = field(default_factory=lambda: [0.75, 4.0 / 3.0])
+    scale: list[float] | None = None  # scale jitter range, used when crop_area is None
+    batch_size: int = 12
+    eval_batch_size: int = 12
+    num_workers: int = 2
+    train_limit: int | None = None  # use only the first N training samples (small-data regimes, demos)
+    val_limit: int | None = None
+
+
+@dataclass
+class ModelConfig:
+    name: str = "label_autoencoder"
+    num_classes: int | None = None  # None: taken from the dataset
+    variant: str = "128"
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "adam"  # "adam" | "sgd"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    group_lr: dict[str, float] = field(default_factory=dict)  # learning rate per named parameter group
+    schedule: str = "step"  # "step" | "poly" | "constant"
+    milestones: list[int] = field(default_factory=list)  # step schedule: epochs at which lr *= gamma
+    gamma: float = 0.1
+    poly_power: float = 0.9
+    grad_clip: float | None = None  # max global grad norm
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    max_steps: int | None = None  # stop early after this many optimizer steps
+    eval_every: int = 1  # epochs
+    log_every: int = 10  # steps
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    amp: str = "none"  # "none" | "bf16" | "fp16"
+    channels_last: bool = False
+    best_metric: str = "miou"
+    best_mode: str = "max"  # "max" | "min"
+    loss_weights: dict[str, float] = field(default_factory=dict)  # weight per named loss term (default 1)
+    images_to_log: int = 4
+
+
+@dataclass
+class Config:
+    name: str = "experiment"
+    task: str = "autoencoder"
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+def _type_name(kind: Any) -> str:
+    return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
+
+
+def _coerce(value: Any, kind: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``kind``; return it converted (int → float, list → tuple…)."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: expected {_type_name(kind)}, got {value!r}")
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {kind.__name__} keys, got {value!r}")
+        return _build(kind, value, key)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_kind,) = typing.get_args(kind)
+        return [_coerce(item, item_kind, f"{key}[{index}]") for index, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        key_kind, value_kind = typing.get_args(kind)
+        return {_coerce(k, key_kind, key): _coerce(v, value_kind, f"{key}.{k}") for k, v in value.items()}
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is float and isinstance(value, str):
+        try:  # PyYAML reads "1e-4" (no dot) as a string; accept it where a float is expected
+            return float(value)
+        except ValueError:
+            pass
+    if kind is int and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected int, got {value!r}")
+    if kind is Any or isinstance(value, kind):
+        return value
+    raise ConfigError(f"{key}: expected {_type_name(kind)}, got {value!r} ({type(value).__name__})")
+
+
+def _build(cls: type, values: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        where = f"in section '{prefix}'" if prefix else "at the top level"
+        raise ConfigError(f"unknown key(s) {unknown} {where}; valid keys: {', '.join(names)}")
+    kwargs = {name: _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name) for name, value in values.items()}
+    return cls(**kwargs)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: _base_ chain loops back to itself")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    base = values.pop("_base_", None)
+    if base is None:
+        return values
+    return _merge(_read_yaml(path.parent / base, seen + (path,)), values)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    dotted, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {text!r}: cannot parse value: {error}") from error
+    return dotted.strip().split("."), value
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    values = dict(values)
+    for text in overrides:
+        path, value = parse_override(text)
+        values = _merge(values, _nest(path, value))
+    return values
+
+
+def _nest(path: list[str], value: Any) -> dict:
+    nested: Any = value
+    for part in reversed(path):
+        nested = {part: nested}
+    return nested
+
+
+def config_from_dict(values: dict, overrides: list[str] = ()) -> Config:
+    return _build(Config, apply_overrides(values, list(overrides)))
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Read a YAML config (following ``_base_``), apply ``key=value`` overrides, validate."""
+    return config_from_dict(_read_yaml(Path(path)), overrides)
+
+
+def to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))

@@ -1,0 +1,63 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from labelreg.config import Config, ConfigError, config_from_dict, load_config, save_config, to_dict
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_defaults_and_overrides_with_types():
+    cfg = config_from_dict({}, ["train.epochs=7", "optim.lr=1e-3", "data.crop_size=[64,80]", "data.sbd_root=null",
+                                "optim.group_lr={head: 0.01}", "train.amp=bf16"])
+    assert cfg.train.epochs == 7 and cfg.optim.lr == pytest.approx(1e-3)
+    assert cfg.data.crop_size == [64, 80] and cfg.data.sbd_root is None
+    assert cfg.optim.group_lr == {"head": 0.01} and cfg.train.amp == "bf16"
+
+
+def test_int_is_accepted_for_float_but_not_the_reverse():
+    assert isinstance(config_from_dict({"optim": {"lr": 1}}).optim.lr, float)
+    with pytest.raises(ConfigError, match=r"train\.epochs: expected int"):
+        config_from_dict({}, ["train.epochs=2.5"])
+    with pytest.raises(ConfigError, match=r"train\.epochs: expected int"):
+        config_from_dict({}, ["train.epochs=true"])
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['batch_sise'\] in section 'data'.*batch_size"):
+        config_from_dict({"data": {"batch_sise": 3}})
+    with pytest.raises(ConfigError, match=r"at the top level; valid keys: name, task"):
+        config_from_dict({}, ["trian.epochs=3"])
+
+
+def test_bad_override_syntax_and_list_items():
+    with pytest.raises(ConfigError, match="section.key=value"):
+        config_from_dict({}, ["train.epochs"])
+    with pytest.raises(ConfigError, match=r"data\.crop_size"):
+        config_from_dict({}, ["data.crop_size=[1, a]"])
+
+
+def test_base_inheritance_and_round_trip(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"name": "base", "train": {"epochs": 3, "seed": 5}}))
+    (tmp_path / "child.yaml").write_text(yaml.safe_dump({"_base_": "base.yaml", "name": "child",
+                                                         "train": {"epochs": 4}}))
+    cfg = load_config(tmp_path / "child.yaml", ["train.log_every=2"])
+    assert (cfg.name, cfg.train.epochs, cfg.train.seed, cfg.train.log_every) == ("child", 4, 5, 2)
+    save_config(cfg, tmp_path / "resolved.yaml")
+    assert load_config(tmp_path / "resolved.yaml") == cfg
+    assert config_from_dict(to_dict(cfg)) == cfg
+
+
+def test_missing_and_looping_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "a.yaml").write_text("_base_: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("_base_: a.yaml\n")
+    with pytest.raises(ConfigError, match="loops"):
+        load_config(tmp_path / "a.yaml")
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_shipped_configs_load(path):
+    assert isinstance(load_config(path), Config)
