@@ -1,0 +1,136 @@
+"""Label-map autoencoder: phase one of label-structure regularization (thesis §5.3.1).
+
+The encoder is five 3×3 conv layers with 2×2 max pooling between them, so the
+bottleneck sits at 1/16 of the input; the decoder mirrors it with 2× upsampling
+followed by a 3×3 conv; there are no skip connections. Variants are named by
+bottleneck width (SPEC §3):
+
+    "32":  32, 32, 32, 32, 32
+    "128": 32, 128, 128, 128, 128
+    "256": 32, 128, 128, 128, 256
+
+Choices the thesis leaves open, made here:
+- every hidden conv is followed by BatchNorm and ReLU (faster, steadier training;
+  in phase two the frozen decoder runs with its running statistics);
+- upsampling is bilinear (align_corners=False), which gives smoother shapes than
+  nearest neighbour for the same cost;
+- the decoder's last conv maps the first-layer width to C class logits, so the
+  decoder has five convs like the encoder.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from labelreg.data.palette import IGNORE_INDEX
+
+AE_VARIANTS: dict[str, tuple[int, ...]] = {
+    "32": (32, 32, 32, 32, 32),
+    "128": (32, 128, 128, 128, 128),
+    "256": (32, 128, 128, 128, 256),
+}
+DOWNSAMPLING = 16
+
+
+def one_hot_labels(label: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """B×H×W int ids → B×C×H×W float one-hot; ignore pixels are all-zero."""
+    valid = label != ignore_index
+    bad = valid & ((label < 0) | (label >= num_classes))
+    if bool(bad.any()):
+        found = torch.unique(label[bad]).tolist()
+        raise ValueError(f"label ids {found} are outside 0..{num_classes - 1} (and not ignore {ignore_index})")
+    safe = torch.where(valid, label, torch.zeros_like(label))
+    onehot = F.one_hot(safe.long(), num_classes).permute(0, 3, 1, 2).to(torch.float32)
+    return onehot * valid.unsqueeze(1)
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class LabelEncoder(nn.Module):
+    """B×C×H×W one-hot labels → B×widths[-1]×H/16×W/16 code."""
+
+    def __init__(self, num_classes: int, widths: tuple[int, ...]) -> None:
+        super().__init__()
+        channels = (num_classes, *widths)
+        self.convs = nn.ModuleList(_conv_bn_relu(c_in, c_out) for c_in, c_out in zip(channels[:-1], channels[1:]))
+
+    def forward_features(self, onehot: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All five activations, ``conv1`` (H×W) … ``conv5`` (H/16×W/16)."""
+        features = {}
+        x = onehot
+        for level, conv in enumerate(self.convs, start=1):
+            if level > 1:
+                x = F.max_pool2d(x, 2)
+            x = conv(x)
+            features[f"conv{level}"] = x
+        return features
+
+    def forward(self, onehot: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(onehot)[f"conv{len(self.convs)}"]
+
+
+class LabelDecoder(nn.Module):
+    """B×widths[-1]×h×w code → B×C×16h×16w logits."""
+
+    def __init__(self, num_classes: int, widths: tuple[int, ...]) -> None:
+        super().__init__()
+        reversed_widths = widths[::-1]
+        self.in_channels = reversed_widths[0]
+        self.convs = nn.ModuleList(
+            _conv_bn_relu(c_in, c_out) for c_in, c_out in zip(reversed_widths[:-1], reversed_widths[1:])
+        )
+        self.classifier = nn.Conv2d(reversed_widths[-1], num_classes, 3, padding=1)
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        x = code
+        for conv in self.convs:
+            x = conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+        return self.classifier(x)
+
+
+class LabelAutoencoder(nn.Module):
+    """Phase-one autoencoder over one-hot label maps.
+
+    ``forward(onehot)`` takes B×C×H×W (H, W divisible by 16) and returns
+    ``{"seg": B×C×H×W logits, "code": B×K×H/16×W/16}``.
+    """
+
+    def __init__(self, num_classes: int, variant: str = "128") -> None:
+        super().__init__()
+        if variant not in AE_VARIANTS:
+            raise ValueError(f"unknown autoencoder variant {variant!r}; choose one of {sorted(AE_VARIANTS)}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        widths = AE_VARIANTS[variant]
+        self.num_classes = num_classes
+        self.variant = variant
+        self.encoder = LabelEncoder(num_classes, widths)
+        self.decoder = LabelDecoder(num_classes, widths)
+
+    @property
+    def code_channels(self) -> int:
+        return self.decoder.in_channels
+
+    def forward(self, onehot: torch.Tensor) -> dict[str, torch.Tensor]:
+        if onehot.dim() != 4 or onehot.shape[1] != self.num_classes:
+            raise ValueError(f"expected B×{self.num_classes}×H×W one-hot input, got shape {tuple(onehot.shape)}")
+        height, width = onehot.shape[-2:]
+        if height % DOWNSAMPLING or width % DOWNSAMPLING:
+            raise ValueError(f"autoencoder input {height}×{width} must be divisible by {DOWNSAMPLING} in both sides")
+        code = self.encoder(onehot)
+        return {"seg": self.decoder(code), "code": code}
+
+    def reconstruct(self, label: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> dict[str, torch.Tensor]:
+        """B×H×W label ids → outputs of ``forward`` on their one-hot encoding."""
+        return self(one_hot_labels(label, self.num_classes, ignore_index))
+
+
+def label_autoencoder(*, num_classes: int, variant: str = "128") -> LabelAutoencoder:
+    return LabelAutoencoder(num_classes, variant)

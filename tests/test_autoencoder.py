@@ -1,0 +1,71 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from labelreg.models import AE_VARIANTS, LabelAutoencoder, one_hot_labels
+
+
+def test_one_hot_ignores_void_and_rejects_out_of_range():
+    label = torch.tensor([[[0, 2], [255, 1]]])
+    onehot = one_hot_labels(label, 3)
+    assert onehot.shape == (1, 3, 2, 2)
+    assert onehot[0, :, 1, 0].tolist() == [0, 0, 0]  # ignore → all zero
+    assert onehot[0, :, 0, 1].tolist() == [0, 0, 1]
+    with pytest.raises(ValueError, match=r"\[3\].*outside 0\.\.2"):
+        one_hot_labels(torch.tensor([[[3]]]), 3)
+
+
+@pytest.mark.parametrize("variant", sorted(AE_VARIANTS))
+@pytest.mark.parametrize("size", [(32, 48), (48, 16), (64, 80)])
+def test_shapes_and_widths(variant, size):
+    model = LabelAutoencoder(5, variant)
+    out = model(one_hot_labels(torch.randint(0, 5, (2, *size)), 5))
+    assert out["seg"].shape == (2, 5, *size)
+    assert out["code"].shape == (2, AE_VARIANTS[variant][-1], size[0] // 16, size[1] // 16)
+    features = model.encoder.forward_features(one_hot_labels(torch.randint(0, 5, (1, *size)), 5))
+    assert [f.shape[1] for f in features.values()] == list(AE_VARIANTS[variant])
+    assert features["conv1"].shape[-2:] == size and features["conv3"].shape[-2:] == (size[0] // 4, size[1] // 4)
+
+
+def test_rejects_sizes_not_divisible_by_16_and_bad_variant():
+    model = LabelAutoencoder(4, "32")
+    with pytest.raises(ValueError, match="divisible by 16"):
+        model(torch.zeros(1, 4, 40, 48))
+    with pytest.raises(ValueError, match="expected B×4×H×W"):
+        model(torch.zeros(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="unknown autoencoder variant"):
+        LabelAutoencoder(4, "64")
+
+
+def test_encoder_and_decoder_compose_to_the_autoencoder():
+    torch.manual_seed(0)
+    model = LabelAutoencoder(6, "128").eval()
+    onehot = one_hot_labels(torch.randint(0, 6, (1, 32, 32)), 6)
+    assert torch.allclose(model.decoder(model.encoder(onehot)), model(onehot)["seg"])
+
+
+def test_every_parameter_gets_a_gradient():
+    model = LabelAutoencoder(4, "256")
+    label = torch.randint(0, 4, (2, 32, 32))
+    F.cross_entropy(model(one_hot_labels(label, 4))["seg"], label).backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+def test_learns_to_reconstruct_simple_shapes():
+    torch.manual_seed(0)
+    labels = torch.zeros(8, 32, 32, dtype=torch.long)
+    for i in range(8):  # a square of class 1 and a bar of class 2 at varying places
+        y, x = 2 + i, 3 + 2 * i % 12
+        labels[i, y:y + 10, x:x + 10] = 1
+        labels[i, 24:28, :] = 2
+    model = LabelAutoencoder(3, "32")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        loss = F.cross_entropy(model(one_hot_labels(labels, 3))["seg"], labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    accuracy = (model(one_hot_labels(labels, 3))["seg"].argmax(1) == labels).float().mean()
+    assert accuracy > 0.95
