@@ -1,0 +1,424 @@
+"""One training engine for every trainer: plain functions, no hooks.
+
+A trainer hands ``fit`` a :class:`Task` — the model plus four plain functions
+(augment a batch, run the model, name the loss terms, evaluate) — and the data
+loaders. The engine owns everything else: optimizer and schedule, AMP, gradient
+clipping, TensorBoard and tqdm, evaluation every N epochs, best/last
+checkpoints written atomically, exact resume at epoch boundaries, and stopping
+with a clear message when the loss goes non-finite (the last good checkpoint on
+disk is never overwritten by a bad one).
+
+Exact resume: the shuffling order and the device augmentation draw from
+generators reseeded from ``(seed, epoch)`` at the start of every epoch, and the
+global RNG states (torch, CUDA, numpy, random) are stored in the checkpoint, so
+stopping after epoch k and resuming reproduces the uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from labelreg.config import Config, ConfigError, OptimConfig, save_config, to_dict
+
+Batch = dict[str, Any]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class Task:
+    """What a trainer gives the engine.
+
+    - ``augment(batch) -> batch``: device-side training augmentation (and normalisation).
+    - ``eval_augment(batch) -> batch``: device-side evaluation preprocessing.
+    - ``forward(model, batch) -> outputs``: a dict of named outputs.
+    - ``losses(outputs, batch) -> terms``: a dict of named scalar loss terms; the
+      engine multiplies each by ``train.loss_weights.get(name, 1)`` and sums them.
+    - ``evaluate(model, loader, device) -> metrics``: flat dict of floats (the
+      engine prefixes them with ``val/`` in logs).
+    - ``visualize(model, batch) -> 3×H×W float image in [0, 1]`` (optional, for TensorBoard).
+    """
+
+    model: nn.Module
+    augment: Callable[[Batch], Batch]
+    eval_augment: Callable[[Batch], Batch]
+    forward: Callable[[nn.Module, Batch], dict[str, torch.Tensor]]
+    losses: Callable[[dict[str, torch.Tensor], Batch], dict[str, torch.Tensor]]
+    evaluate: Callable[[nn.Module, Iterable[Batch], torch.device], dict[str, float]]
+    visualize: Callable[[nn.Module, Batch], torch.Tensor] | None = None
+    generators: list[torch.Generator] = field(default_factory=list)  # reseeded every epoch
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    best_value: float | None = None
+    best_epoch: int | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- device, seeds, RNG
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name!r} but CUDA is not available on this machine")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + 17) % 2**63
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """RNG states as tensors and plain Python values, so ``weights_only`` loading accepts them."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    numpy_state = state["numpy"]
+    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["position"],
+                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write atomically: a temp file in the same folder, fsync, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise RuntimeError(f"cannot read checkpoint {path}: {type(error).__name__}: {error}") from error
+
+
+# ----------------------------------------------------------------------------- optimizer and schedule
+
+
+def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """Named trainable parameter groups: the model's own ``param_groups()`` if it has one, else one group."""
+    if hasattr(model, "param_groups"):
+        groups = {name: [p for p in params if p.requires_grad] for name, params in model.param_groups().items()}
+    else:
+        groups = {"all": [p for p in model.parameters() if p.requires_grad]}
+    return {name: params for name, params in groups.items() if params}
+
+
+def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
+    groups = parameter_groups(model)
+    unknown = sorted(set(cfg.group_lr) - set(groups))
+    if unknown:
+        raise ConfigError(f"optim.group_lr names unknown group(s) {unknown}; this model's groups: {sorted(groups)}")
+    param_groups = [{"params": params, "lr": cfg.group_lr.get(name, cfg.lr), "name": name} for name, params in groups.items()]
+    if not param_groups:
+        raise ConfigError("the model has no trainable parameters")
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    raise ConfigError(f"optim.optimizer={cfg.optimizer!r}; choose 'adam' or 'sgd'")
+
+
+def lr_factor(cfg: OptimConfig, step: int, steps_per_epoch: int, total_steps: int) -> float:
+    """Multiplier of every group's base learning rate after ``step`` optimizer steps."""
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "step":
+        epoch = step // max(steps_per_epoch, 1)
+        return cfg.gamma ** sum(1 for milestone in cfg.milestones if epoch >= milestone)
+    if cfg.schedule == "poly":
+        return max(0.0, 1.0 - step / max(total_steps, 1)) ** cfg.poly_power
+    raise ConfigError(f"optim.schedule={cfg.schedule!r}; choose 'step', 'poly' or 'constant'")
+
+
+def build_scheduler(cfg: OptimConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
+                    total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    lr_factor(cfg, 0, steps_per_epoch, total_steps)  # validate the schedule name now, not mid-training
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(cfg, step, steps_per_epoch, total_steps))
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, num_workers: int, drop_last: bool = False,
+                seed: int = 0, device: torch.device | None = None) -> DataLoader:
+    if len(dataset) == 0:
+        raise ValueError(f"{type(dataset).__name__} is empty: nothing to load")
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        drop_last=drop_last and len(dataset) >= batch_size,
+        pin_memory=device is not None and device.type == "cuda",
+        persistent_workers=False,
+        generator=generator,
+    )
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    return {key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value for key, value in batch.items()}
+
+
+# ----------------------------------------------------------------------------- loops
+
+
+def autocast(device: torch.device, amp: str):
+    if amp == "none":
+        return torch.autocast(device.type, enabled=False)
+    if amp not in ("bf16", "fp16"):
+        raise ConfigError(f"train.amp={amp!r}; choose 'none', 'bf16' or 'fp16'")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def weighted_total(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    unknown = sorted(set(weights) - set(terms))
+    if unknown:
+        raise ConfigError(f"train.loss_weights names {unknown}, but this task's loss terms are {sorted(terms)}")
+    return sum(weights.get(name, 1.0) * value.float() for name, value in terms.items())
+
+
+def _check_finite(finite: torch.Tensor, state: TrainState, last_terms: dict[str, torch.Tensor]) -> None:
+    if not bool(finite):
+        values = ", ".join(f"{name}={value.item():.4g}" for name, value in last_terms.items())
+        raise NonFiniteLossError(
+            f"non-finite training loss at epoch {state.epoch + 1}, step {state.step} ({values}); stopping. "
+            "The last good checkpoint on disk is unchanged; lower the learning rate or enable grad clipping.")
+
+
+def train_one_epoch(task: Task, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
+                    state: TrainState, cfg: Config, device: torch.device, writer=None) -> dict[str, float]:
+    """One pass over ``loader``; returns the mean of every loss term. Host syncs only at log intervals."""
+    model = task.model
+    model.train()
+    sums: dict[str, torch.Tensor] = {}
+    finite = torch.ones((), dtype=torch.bool, device=device)
+    steps = 0
+    terms: dict[str, torch.Tensor] = {}
+    progress = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}", leave=False, dynamic_ncols=True,
+                    disable=None)
+    for batch in progress:
+        batch = task.augment(to_device(batch, device))
+        with autocast(device, cfg.train.amp):
+            outputs = task.forward(model, batch)
+            terms = task.losses(outputs, batch)
+        total = weighted_total(terms, cfg.train.loss_weights)
+        terms = {**{name: value.detach().float() for name, value in terms.items()}, "total": total.detach()}
+        finite &= torch.isfinite(total.detach())
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        if cfg.optim.grad_clip is not None:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        state.step += 1
+        steps += 1
+        for name, value in terms.items():
+            sums[name] = sums.get(name, torch.zeros((), device=device)) + value
+        if state.step % cfg.train.log_every == 0:
+            _check_finite(finite, state, terms)
+            scalars = {name: value.item() for name, value in terms.items()}
+            progress.set_postfix({name: f"{value:.4f}" for name, value in scalars.items()})
+            if writer is not None:
+                for name, value in scalars.items():
+                    writer.add_scalar(f"train/{name}", value, state.step)
+                for group in optimizer.param_groups:
+                    writer.add_scalar(f"lr/{group.get('name', 'all')}", group["lr"], state.step)
+        if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
+            break
+    _check_finite(finite, state, terms)
+    return {name: (value / max(steps, 1)).item() for name, value in sums.items()}
+
+
+@torch.inference_mode()
+def predict_batches(model: nn.Module, loader: Iterable[Batch], device: torch.device,
+                    preprocess: Callable[[Batch], Batch], forward: Callable[[nn.Module, Batch], dict],
+                    amp: str = "none", desc: str = "eval") -> Iterable[tuple[Batch, dict[str, torch.Tensor]]]:
+    """Yield ``(batch, outputs)`` over ``loader`` with the model in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=None):
+            batch = preprocess(to_device(batch, device))
+            with autocast(device, amp):
+                outputs = forward(model, batch)
+            yield batch, outputs
+    finally:
+        model.train(was_training)
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def _is_better(value: float, best: float | None, mode: str) -> bool:
+    if math.isnan(value):
+        return False
+    if best is None:
+        return True
+    return value > best if mode == "max" else value < best
+
+
+def checkpoint_payload(task: Task, optimizer, scheduler, scaler, state: TrainState, cfg: Config,
+                       metrics: dict[str, float] | None) -> dict[str, Any]:
+    return {
+        "model": task.model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": state.epoch,
+        "step": state.step,
+        "best_value": state.best_value,
+        "best_epoch": state.best_epoch,
+        "history": state.history,
+        "metrics": metrics or {},
+        "rng": capture_rng_state(),
+        "config": to_dict(cfg),
+    }
+
+
+def write_metrics_json(run_dir: Path, state: TrainState, cfg: Config) -> None:
+    best = next((entry for entry in state.history if entry.get("epoch") == state.best_epoch), None)
+    summary = {"best_metric": cfg.train.best_metric, "best_mode": cfg.train.best_mode, "best": best,
+               "last": state.history[-1] if state.history else None, "history": state.history}
+    temporary = run_dir / ".metrics.json.tmp"
+    temporary.write_text(json.dumps(summary, indent=2))
+    os.replace(temporary, run_dir / "metrics.json")
+
+
+def fit(cfg: Config, task: Task, train_loader: DataLoader, val_loader: DataLoader | None, *,
+        device: torch.device, resume: str | Path | None = None) -> TrainState:
+    """Train ``task.model`` for ``cfg.train.epochs`` epochs in ``cfg.run_dir``; see the module docstring."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir = cfg.run_dir
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    if cfg.train.best_mode not in ("max", "min"):
+        raise ConfigError(f"train.best_mode={cfg.train.best_mode!r}; choose 'max' or 'min'")
+
+    steps_per_epoch = len(train_loader)
+    total_steps = steps_per_epoch * cfg.train.epochs
+    if cfg.train.max_steps is not None:
+        total_steps = min(total_steps, cfg.train.max_steps)
+    optimizer = build_optimizer(cfg.optim, task.model)
+    scheduler = build_scheduler(cfg.optim, optimizer, steps_per_epoch, total_steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16" and device.type == "cuda")
+    state = TrainState()
+
+    if resume is not None:
+        checkpoint = load_checkpoint(resume, map_location=device)
+        task.model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        state = TrainState(epoch=checkpoint["epoch"], step=checkpoint["step"], best_value=checkpoint["best_value"],
+                           best_epoch=checkpoint["best_epoch"], history=list(checkpoint["history"]))
+        restore_rng_state(checkpoint["rng"])
+        print(f"resumed from {resume}: epoch {state.epoch}, step {state.step}")
+
+    writer = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=state.step or None)
+    try:
+        while state.epoch < cfg.train.epochs:
+            if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
+                break
+            for generator in [train_loader.generator, *task.generators]:
+                if generator is not None:
+                    generator.manual_seed(epoch_seed(cfg.train.seed, state.epoch))
+            started = time.perf_counter()
+            train_means = train_one_epoch(task, train_loader, optimizer, scheduler, scaler, state, cfg, device, writer)
+            state.epoch += 1
+            entry: dict[str, float] = {"epoch": state.epoch, "step": state.step,
+                                       "seconds": round(time.perf_counter() - started, 2),
+                                       **{f"train/{name}": value for name, value in train_means.items()}}
+            last_epoch = state.epoch == cfg.train.epochs or (
+                cfg.train.max_steps is not None and state.step >= cfg.train.max_steps)
+            improved = False
+            if val_loader is not None and (state.epoch % cfg.train.eval_every == 0 or last_epoch):
+                metrics = task.evaluate(task.model, val_loader, device)
+                entry.update({f"val/{name}": value for name, value in metrics.items() if isinstance(value, (int, float))})
+                for name, value in metrics.items():
+                    if isinstance(value, (int, float)):
+                        writer.add_scalar(f"val/{name}", value, state.step)
+                if cfg.train.best_metric not in metrics:
+                    raise ConfigError(f"train.best_metric={cfg.train.best_metric!r} is not among the evaluation "
+                                      f"metrics {sorted(metrics)}")
+                if _is_better(metrics[cfg.train.best_metric], state.best_value, cfg.train.best_mode):
+                    state.best_value, state.best_epoch, improved = metrics[cfg.train.best_metric], state.epoch, True
+                if task.visualize is not None:
+                    sample = next(iter(val_loader))
+                    with torch.inference_mode():
+                        task.model.eval()
+                        image = task.visualize(task.model, task.eval_augment(to_device(sample, device)))
+                        task.model.train()
+                    writer.add_image("val/examples", image, state.step)
+            state.history.append(entry)
+            payload = checkpoint_payload(task, optimizer, scheduler, scaler, state, cfg, entry)
+            save_checkpoint(run_dir / "checkpoints" / "last.pt", payload)
+            if improved:
+                save_checkpoint(run_dir / "checkpoints" / "best.pt", payload)
+            write_metrics_json(run_dir, state, cfg)
+            summary = "  ".join(f"{k}={v:.4f}" for k, v in entry.items() if isinstance(v, float) and k != "seconds")
+            tqdm.write(f"[{cfg.name}] epoch {state.epoch}/{cfg.train.epochs} ({entry['seconds']:.1f}s)  {summary}")
+    finally:
+        writer.close()
+    return state
