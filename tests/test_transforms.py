@@ -1,0 +1,209 @@
+"""Joint batch augmentation and the CPU per-sample resizers."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from labelreg.data.transforms import FitPad, JointAugment, Resize, denormalize, normalize
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _random_batch(b=4, h=37, w=53, seed=0) -> dict:
+    g = _gen(seed)
+    label = torch.tensor([0, 3, 7, 255])[torch.randint(0, 4, (b, h, w), generator=g)]
+    return {
+        "image": torch.randint(0, 256, (b, 3, h, w), generator=g, dtype=torch.uint8),
+        "label": label,
+        "depth": torch.rand(b, h, w, generator=g) * 5 + 0.5,
+        "name": [f"img{i}" for i in range(b)],
+        "labeled": torch.ones(b, dtype=torch.bool),
+    }
+
+
+def _block_batch(b=4, h=48, w=64) -> dict:
+    """Labels in 12×12 blocks; the red channel is 40·class and depth is 1 + class."""
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    label = ((ys // 12) * 3 + (xs // 12) * 5 + torch.arange(b).view(b, 1, 1)) % 6
+    image = torch.full((b, 3, h, w), 90, dtype=torch.uint8)
+    image[:, 0] = (40 * label).to(torch.uint8)
+    return {"image": image, "label": label, "depth": 1.0 + label.float()}
+
+
+CONFIGS = {
+    "rrc": dict(crop_area=(0.08, 1.0)),
+    "jitter": dict(crop_area=None, scale=(0.5, 1.5)),
+    "plain": dict(crop_area=None, scale=None),
+}
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("depth_interp", ["nearest", "masked_bilinear"])
+def test_shapes_dtypes_and_label_values(config, depth_interp):
+    batch = _random_batch()
+    out = JointAugment((29, 31), depth_interp=depth_interp, generator=_gen(), **CONFIGS[config])(batch)
+    assert out["image"].shape == (4, 3, 29, 31) and out["image"].dtype == torch.float32
+    assert out["label"].shape == (4, 29, 31) and out["label"].dtype == torch.int64
+    assert out["depth"].shape == (4, 29, 31) and out["depth"].dtype == torch.float32
+    assert out["name"] is batch["name"] and out["labeled"] is batch["labeled"]
+    # Nearest resampling: no interpolated label values, only originals (and 255 padding).
+    assert set(out["label"].unique().tolist()) <= {0, 3, 7, 255}
+    assert batch["image"].dtype == torch.uint8  # the input dict is not modified
+
+
+def test_out_size_none_keeps_size_and_depth_optional():
+    batch = _random_batch()
+    del batch["depth"]
+    out = JointAugment(None, generator=_gen())(batch)
+    assert out["image"].shape == (4, 3, 37, 53) and out["label"].shape == (4, 37, 53)
+    assert "depth" not in out
+
+
+@pytest.mark.parametrize("config", ["rrc", "jitter"])
+@pytest.mark.parametrize("depth_interp", ["nearest", "masked_bilinear"])
+def test_geometry_is_joint(config, depth_interp):
+    batch = _block_batch()
+    # Jitter from s = 0.8 keeps output blocks ≥ 9.6 px, so 7×7 interiors exist.
+    config = dict(CONFIGS[config], scale=(0.8, 1.5)) if config == "jitter" else CONFIGS[config]
+    aug = JointAugment((40, 40), depth_interp=depth_interp, generator=_gen(1), **config)
+    out = aug(batch)
+    label, red = out["label"], denormalize(out["image"])[:, 0] * 255
+    # Interior pixels: the 7×7 label neighbourhood is one class, so every source
+    # pixel the bilinear image sample touches belongs to that class too. Windows
+    # are only complete 3 pixels away from the output border.
+    lf = label[:, None].float()
+    uniform = torch.zeros_like(label, dtype=torch.bool)
+    uniform[:, 3:-3, 3:-3] = (F.max_pool2d(lf, 7, 1) == -F.max_pool2d(-lf, 7, 1))[:, 0]
+    uniform &= label != 255
+    assert uniform.sum() > 400
+    assert torch.allclose(red[uniform], 40.0 * label[uniform].float(), atol=0.05)
+    assert torch.allclose(out["depth"][uniform], 1.0 + label[uniform].float(), atol=1e-4)
+    if depth_interp == "nearest":
+        # Same nearest sampling for both: depth is exactly 1 + label, and 0 only in padding.
+        labelled = label != 255
+        assert torch.equal(out["depth"][labelled], 1.0 + label[labelled].float())
+        assert torch.all(out["depth"][~labelled] == 0)
+
+
+def test_hflip_alone_is_exact():
+    batch = _random_batch(b=8)
+    out = JointAugment(None, crop_area=None, scale=None, generator=_gen(2))(batch)
+    flipped = 0
+    for i in range(8):
+        if torch.equal(out["label"][i], batch["label"][i]):
+            ref = lambda x: x  # noqa: E731
+        else:
+            ref = lambda x: x.flip(-1)  # noqa: E731
+            flipped += 1
+        assert torch.equal(out["label"][i], ref(batch["label"][i]))
+        assert torch.equal(out["depth"][i], ref(batch["depth"][i]))
+        # The crop box goes through kornia's float32 perspective solve: ~1e-5 off.
+        assert torch.allclose(out["image"][i], ref(normalize(batch["image"][i])), atol=1e-4)
+    assert 0 < flipped < 8
+
+
+def test_masked_bilinear_never_mixes_invalid_depth():
+    # Valid depth in [1, 1.5] on the left and [4, 5] on the right, a 3-pixel invalid
+    # strip between them, some NaN: no bilinear footprint reaches both sides without
+    # touching the strip, so every output is 0 or inside one of the two ranges.
+    g = _gen(3)
+    depth = torch.rand(4, 37, 53, generator=g)
+    depth[..., :25] = 1 + 0.5 * depth[..., :25]
+    depth[..., 28:] = 4 + depth[..., 28:]
+    depth[..., 25:28] = 0
+    depth[:, 5:9, 5:9] = float("nan")
+    batch = {"image": torch.zeros(4, 3, 37, 53, dtype=torch.uint8), "label": torch.zeros(4, 37, 53, dtype=torch.long),
+             "depth": depth}
+    for config in CONFIGS.values():
+        out = JointAugment((45, 61), depth_interp="masked_bilinear", generator=g, **config)(batch)["depth"]
+        ok = (out == 0) | ((out >= 1) & (out <= 1.5)) | ((out >= 4) & (out <= 5))
+        assert ok.all() and (out > 0).any()
+        assert torch.isfinite(out).all()
+
+
+def test_seeded_generator_reproducible():
+    batch = _random_batch()
+    runs = [JointAugment((29, 31), generator=_gen(seed))(batch) for seed in (5, 5, 6)]
+    for key in ("image", "label", "depth"):
+        assert torch.equal(runs[0][key], runs[1][key])
+    assert not torch.equal(runs[0]["image"], runs[2]["image"])
+
+
+def test_fallback_crop_is_central_and_deterministic():
+    # Aspect ratio 10..20 never fits a 37×53 image, so every sample gets the central
+    # 53×5.3 box whatever the seed.
+    batch = _random_batch()
+    outs = [JointAugment((8, 16), crop_area=(0.9, 1.0), crop_aspect=(10, 20), hflip=False, generator=_gen(s))(batch)
+            for s in (0, 1)]
+    assert torch.equal(outs[0]["image"], outs[1]["image"])
+
+
+def test_eval_only_normalises_and_is_deterministic():
+    batch = _random_batch()
+    for aug in (JointAugment(None, train=False), JointAugment((37, 53), train=False),
+                JointAugment((29, 31), generator=_gen()).eval()):
+        size = aug.out_size or (37, 53)
+        if size == (37, 53):
+            out = aug(batch)
+            assert torch.equal(out["image"], normalize(batch["image"]))
+            assert torch.equal(out["label"], batch["label"]) and torch.equal(out["depth"], batch["depth"])
+        else:
+            out = aug(batch)
+            assert out["image"].shape == (4, 3, 29, 31) and out["depth"].shape == (4, 29, 31)
+            assert set(out["label"].unique().tolist()) <= {0, 3, 7, 255}
+        again = aug(batch)
+        assert all(torch.equal(out[k], again[k]) for k in ("image", "label", "depth"))
+        assert out["name"] is batch["name"]
+
+
+def test_normalize_round_trip():
+    image = torch.randint(0, 256, (2, 3, 5, 7), dtype=torch.uint8)
+    x = normalize(image)
+    assert x.dtype == torch.float32
+    assert x.mean().abs() < 1.0  # roughly centred
+    assert torch.allclose(denormalize(x) * 255, image.float(), atol=1e-3)
+
+
+def test_scale_jitter_below_one_pads_with_ignore():
+    # s = 0.5 on a 32×32 image with a 32×32 window: the source box is 64×64, so only
+    # a quarter of the output (≈ 16×16 pixels) shows the image; the rest is padding.
+    batch = _random_batch(b=3, h=32, w=32)
+    batch["label"] = torch.zeros(3, 32, 32, dtype=torch.long)
+    out = JointAugment((32, 32), crop_area=None, scale=(0.5, 0.5), hflip=False, generator=_gen())(batch)
+    pad = out["label"] == 255
+    assert pad.float().mean(dim=(1, 2)).tolist() == pytest.approx([0.75] * 3, abs=0.07)
+    assert torch.all(out["depth"][pad] == 0)
+    # Padding well away from the image border is black (raw 0).
+    far = (F.max_pool2d((~pad)[:, None].float(), 3, 1, 1) == 0)[:, 0]
+    assert far.any()
+    assert torch.allclose(denormalize(out["image"]).permute(1, 0, 2, 3)[:, far], torch.tensor(0.0), atol=1e-6)
+
+
+def _sample(h=30, w=50) -> dict:
+    return {"image": torch.randint(0, 256, (3, h, w), dtype=torch.uint8),
+            "label": torch.randint(0, 21, (h, w)), "depth": torch.rand(h, w) + 1, "name": "x", "index": 3}
+
+
+def test_resize():
+    out = Resize((17, 23))(_sample())
+    assert out["image"].shape == (3, 17, 23) and out["image"].dtype == torch.uint8
+    assert out["label"].shape == (17, 23) and out["label"].dtype == torch.int64
+    assert out["depth"].shape == (17, 23) and out["depth"].dtype == torch.float32
+    assert out["name"] == "x" and out["index"] == 3
+    sample = _sample()
+    same = Resize((30, 50))(sample)
+    assert torch.equal(same["image"], sample["image"])
+
+
+def test_fitpad():
+    # 30×50 into 40×40: scale min(40/30, 40/50) = 0.8 → 24×40, then 16 rows of padding.
+    sample = _sample()
+    out = FitPad((40, 40))(sample)
+    assert out["image"].shape == (3, 40, 40) and out["label"].shape == (40, 40) and out["depth"].shape == (40, 40)
+    assert torch.all(out["image"][:, 24:] == 0)
+    assert torch.all(out["label"][24:] == 255) and torch.all(out["depth"][24:] == 0)
+    assert out["label"][:24].max() < 21 and torch.all(out["depth"][:24] >= 1)
+    # A tall image pads on the right instead, and small images are scaled up: 10×5 → 40×20.
+    tall = FitPad((40, 40))(_sample(10, 5))
+    assert torch.all(tall["label"][:, 20:] == 255) and tall["label"][:, :20].max() < 21
