@@ -10,6 +10,7 @@ import scipy.io
 from PIL import Image
 
 from labelreg.data import synthetic as S
+from labelreg.data.nyu import NYU40_CLASSES
 from labelreg.data.palette import voc_palette
 
 N_LAB, N_DEPTH, SIZE = 6, 4, (64, 80)
@@ -45,11 +46,21 @@ def test_class_tables():
     for name in ("wall", "floor", "ceiling", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
                  "picture", "cabinet", "lamp", "pillow", "television", "night stand", "box", "otherprop"):
         assert name in used, name
-    assert S.NYU40_TO_VOC.dtype == np.int64 and S.NYU40_TO_VOC.shape == (40,)
-    voc = {S.NYU40_CLASS_NAMES[i]: int(v) for i, v in enumerate(S.NYU40_TO_VOC)}
-    assert (voc["chair"], voc["table"], voc["sofa"], voc["television"], voc["person"]) == (9, 11, 18, 20, 15)
-    assert voc["wall"] == voc["floor"] == voc["bed"] == 0
-    assert S.NYU40_TO_VOC.min() >= 0 and S.NYU40_TO_VOC.max() <= 20
+    assert S.NYU40_CLASS_NAMES is NYU40_CLASSES  # one list, shared with the NYUv2 reader
+
+
+def test_raw_to_voc():
+    assert S.RAW_TO_VOC.dtype == np.uint8 and S.RAW_TO_VOC.shape == (len(S.RAW_NAMES),)
+    assert S.RAW_TO_VOC.max() <= 20
+    voc = dict(zip(S.RAW_NAMES, S.RAW_TO_VOC.tolist()))
+    assert (voc["chair"], voc["office chair"], voc["sofa"], voc["couch"], voc["television"], voc["person"]) == (
+        9, 9, 18, 18, 20, 15)
+    assert voc["table"] == voc["coffee table"] == voc["dining table"] == 11
+    # direct from raw names: plants and bottles are VOC objects although both are "otherprop"
+    assert voc["plant"] == 16 and voc["bottle"] == 5
+    assert voc["vase"] == voc["cup"] == voc["tv stand"] == 0
+    assert voc["wall"] == voc["floor"] == voc["bed"] == voc["cabinet"] == 0
+    assert set(voc.values()) == {0, 5, 9, 11, 15, 16, 18, 20}
 
 
 # --------------------------------------------------------------------------- rendering
@@ -104,6 +115,15 @@ def test_object_classes_appear_over_scenes():
     for name in ("wall", "floor", "bed", "chair", "table", "picture"):
         assert name in names, (name, names)
     assert len(names) >= 12
+
+
+def test_pottedplant_in_voc_labels():
+    plants = 0
+    for i in range(25):
+        sc = S.render_scene(np.random.default_rng([5, 1, i]), size=SIZE)
+        voc = S.voc_label(sc["raw_label"], sc["instance"])
+        plants += bool((voc == 16).any())
+    assert plants >= 2
 
 
 def test_voc_label_band():
@@ -226,10 +246,10 @@ def test_voc_tree(ds):
         voc = np.asarray(lab)
         assert set(np.unique(voc).tolist()) <= set(range(21)) | {255}
         raw = arrays["labels"][i].T.astype(np.int64)
-        mapped = np.where(raw > 0, S.NYU40_TO_VOC[S.RAW_TO_NYU40[np.maximum(raw, 1) - 1].astype(np.int64) - 1], 255)
+        mapped = np.where(raw > 0, S.RAW_TO_VOC[np.maximum(raw, 1) - 1], 255)
         band = voc == 255
         band_total += int((band & (raw > 0)).sum())
-        # away from the void band the VOC label is the mapped 40-class label
+        # away from the void band the VOC label is RAW_TO_VOC of the raw label
         np.testing.assert_array_equal(voc[~band], mapped[~band])
         assert (voc[raw == 0] == 255).all()
     assert band_total > 0

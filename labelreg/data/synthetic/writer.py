@@ -1,0 +1,219 @@
+"""Writing: the on-disk NYUv2 (.mat, splits, class mapping, depth-only frames) and VOC formats."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from labelreg.data.synthetic.classes import NYU40_CLASS_NAMES, RAW_NAMES, RAW_TO_NYU40
+from labelreg.data.synthetic.render import _check_size, render_scene, voc_label
+
+@dataclass
+class SyntheticPaths:
+    """Every path ``write_synthetic_dataset`` writes."""
+
+    root: Path
+    nyu_mat: Path
+    splits: Path
+    mapping: Path
+    depth_only_dir: Path
+    voc_root: Path  # root/"VOCdevkit"/"VOC2012"
+
+    @property
+    def marker(self) -> Path:
+        return self.root / ".complete"
+
+
+def synthetic_paths(out) -> SyntheticPaths:
+    """The paths of a synthetic dataset rooted at ``out`` (nothing is written)."""
+    root = Path(out)
+    nyu = root / "nyu"
+    return SyntheticPaths(
+        root=root,
+        nyu_mat=nyu / "nyu_depth_v2_labeled.mat",
+        splits=nyu / "splits.mat",
+        mapping=nyu / "classMapping40.mat",
+        depth_only_dir=nyu / "depth_only",
+        voc_root=root / "VOCdevkit" / "VOC2012",
+    )
+
+
+def dataset_exists(out) -> bool:
+    """True when a complete synthetic dataset is at ``out`` (its marker, written last, and all files)."""
+    p = synthetic_paths(out)
+    try:
+        meta = json.loads(p.marker.read_text())
+        n_depth = int(meta["depth_only"])
+        ids_ok = all((p.voc_root / "ImageSets" / "Segmentation" / f"{s}.txt").is_file()
+                     for s in ("train", "val", "trainval"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if not (ids_ok and p.nyu_mat.is_file() and p.splits.is_file() and p.mapping.is_file()):
+        return False
+    if n_depth and not (p.depth_only_dir / _frame_name(n_depth - 1)).is_file():
+        return False
+    return True
+
+
+def _frame_name(i: int) -> str:
+    return f"frame_{i:05d}.h5"
+
+
+def _voc_id(i: int) -> str:
+    return f"synth_{i:06d}"
+
+
+_STREAM_LABELED, _STREAM_DEPTH, _STREAM_SPLIT = 1, 2, 3
+
+
+def _mat_header(text: str) -> bytes:
+    """The 128-byte MATLAB header: 116 bytes text, 8 bytes subsystem offset, version, endian."""
+    raw = text.encode("ascii")[:116].ljust(116, b" ")
+    return raw + b" " * 8 + b"\x00\x02" + b"IM"
+
+
+_V73_HEADER = _mat_header(
+    "MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Thu Jan  1 00:00:00 2015 HDF5 schema 1.00 ."
+)
+_V5_HEADER_TEXT = "MATLAB 5.0 MAT-file, Platform: GLNXA64, Created on: Thu Jan  1 00:00:00 2015"
+
+
+def _savemat_fixed(path: Path, mdict: dict) -> None:
+    """scipy.io.savemat, then a fixed header text so the bytes do not depend on the clock."""
+    import scipy.io
+
+    scipy.io.savemat(str(path), mdict, format="5", do_compression=False, oned_as="row")
+    with open(path, "r+b") as fh:
+        fh.write(_V5_HEADER_TEXT.encode("ascii").ljust(116, b" "))
+
+
+def _check_count(name, value, allow_zero=False):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'}, got {value}")
+
+
+def write_synthetic_dataset(out, *, labeled=300, depth_only=2000, size=(128, 160), seed=0, test_fraction=0.4,
+                            progress=True) -> SyntheticPaths:
+    """Render and write a synthetic dataset in the real NYUv2 / VOC formats under ``out``.
+
+    ``labeled`` scenes go to the NYUv2 .mat (split into train/test by
+    ``test_fraction``) and, identically, to the VOC tree; ``depth_only`` further
+    scenes go to ``nyu/depth_only`` as unlabeled frames. Deterministic per ``seed``:
+    scene i of each kind comes from its own random stream. A marker file is written
+    last, so ``dataset_exists`` never mistakes an interrupted write for a complete one.
+    """
+    import h5py
+    from PIL import Image
+
+    from labelreg.data.palette import voc_palette
+
+    H, W = _check_size(size)
+    _check_count("labeled", labeled)
+    _check_count("depth_only", depth_only, allow_zero=True)
+    if labeled < 2:
+        raise ValueError(f"labeled must be at least 2 (one train and one test scene), got {labeled}")
+    _check_count("seed", seed, allow_zero=True)
+    try:
+        test_fraction = float(test_fraction)
+    except (TypeError, ValueError):
+        raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}") from None
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    n_test = min(labeled - 1, max(1, int(round(labeled * test_fraction))))
+
+    p = synthetic_paths(out)
+    p.root.mkdir(parents=True, exist_ok=True)
+    if p.marker.exists():
+        p.marker.unlink()  # from here on the dataset is incomplete
+    p.depth_only_dir.mkdir(parents=True, exist_ok=True)
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (p.voc_root / sub).mkdir(parents=True, exist_ok=True)
+    # drop stale files of an earlier, larger dataset (only names this writer creates)
+    for stale in p.depth_only_dir.glob("frame_*.h5"):
+        stem = stale.stem[len("frame_"):]
+        if not stem.isdigit() or int(stem) >= depth_only:
+            stale.unlink()
+    for folder, ext in (("JPEGImages", ".jpg"), ("SegmentationClass", ".png")):
+        for stale in (p.voc_root / folder).glob(f"synth_*{ext}"):
+            stem = stale.stem[len("synth_"):]
+            if not stem.isdigit() or int(stem) >= labeled:
+                stale.unlink()
+
+    total = labeled + depth_only
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="synthetic scenes", unit="scene")
+
+    # split
+    srng = np.random.default_rng([seed, _STREAM_SPLIT])
+    test_idx = np.sort(srng.permutation(labeled)[:n_test])
+    is_test = np.zeros(labeled, dtype=bool)
+    is_test[test_idx] = True
+    train_ndx = (np.flatnonzero(~is_test) + 1).astype(np.uint16).reshape(-1, 1)
+    test_ndx = (np.flatnonzero(is_test) + 1).astype(np.uint16).reshape(-1, 1)
+
+    palette = voc_palette().reshape(-1).tolist()
+    tmp_mat = p.nyu_mat.with_name(p.nyu_mat.name + ".partial")
+    try:
+        with h5py.File(tmp_mat, "w", userblock_size=512, libver="earliest") as fh:
+            images = fh.create_dataset("images", shape=(labeled, 3, W, H), dtype=np.uint8,
+                                       chunks=(1, 3, W, H), track_times=False)
+            depths = fh.create_dataset("depths", shape=(labeled, W, H), dtype=np.float32,
+                                       chunks=(1, W, H), track_times=False)
+            labels = fh.create_dataset("labels", shape=(labeled, W, H), dtype=np.uint16,
+                                       chunks=(1, W, H), track_times=False)
+            for ds, cls in ((images, b"uint8"), (depths, b"single"), (labels, b"uint16")):
+                ds.attrs.create("MATLAB_class", np.bytes_(cls))
+            for i in range(labeled):
+                sc = render_scene(np.random.default_rng([seed, _STREAM_LABELED, i]), (H, W))
+                images[i] = sc["rgb"].transpose(2, 1, 0)
+                depths[i] = sc["depth"].T
+                labels[i] = sc["raw_label"].T
+                name = _voc_id(i)
+                Image.fromarray(sc["rgb"]).save(p.voc_root / "JPEGImages" / f"{name}.jpg", quality=90)
+                lab = Image.fromarray(voc_label(sc["raw_label"], sc["instance"]), mode="P")
+                lab.putpalette(palette)
+                lab.save(p.voc_root / "SegmentationClass" / f"{name}.png")
+                if bar is not None:
+                    bar.update(1)
+        with open(tmp_mat, "r+b") as fh:
+            fh.write(_V73_HEADER)
+        tmp_mat.replace(p.nyu_mat)
+
+        _savemat_fixed(p.splits, {"trainNdxs": train_ndx, "testNdxs": test_ndx})
+        class_name = np.empty((1, len(NYU40_CLASS_NAMES)), dtype=object)
+        class_name[0, :] = NYU40_CLASS_NAMES
+        all_names = np.empty((1, len(RAW_NAMES)), dtype=object)
+        all_names[0, :] = RAW_NAMES
+        _savemat_fixed(p.mapping, {"mapClass": RAW_TO_NYU40.reshape(1, -1).copy(), "className": class_name,
+                                   "allClassName": all_names})
+
+        seg = p.voc_root / "ImageSets" / "Segmentation"
+        train_ids = [_voc_id(i) for i in range(labeled) if not is_test[i]]
+        val_ids = [_voc_id(i) for i in range(labeled) if is_test[i]]
+        (seg / "train.txt").write_text("".join(f"{n}\n" for n in train_ids))
+        (seg / "val.txt").write_text("".join(f"{n}\n" for n in val_ids))
+        (seg / "trainval.txt").write_text("".join(f"{_voc_id(i)}\n" for i in range(labeled)))
+
+        for i in range(depth_only):
+            sc = render_scene(np.random.default_rng([seed, _STREAM_DEPTH, i]), (H, W))
+            with h5py.File(p.depth_only_dir / _frame_name(i), "w", libver="earliest") as fh:
+                fh.create_dataset("rgb", data=np.ascontiguousarray(sc["rgb"].transpose(2, 0, 1)), track_times=False)
+                fh.create_dataset("depth", data=sc["depth"], track_times=False)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    meta = {"labeled": labeled, "depth_only": depth_only, "size": [H, W], "seed": seed,
+            "test_fraction": test_fraction, "n_train": int(labeled - n_test), "n_test": int(n_test),
+            "format": "labelreg-synthetic-1"}
+    p.marker.write_text(json.dumps(meta, indent=1) + "\n")
+    return p
