@@ -46,6 +46,7 @@ class DataConfig:
     crop_area: list[float] | None = field(default_factory=lambda: [0.08, 1.0])
     crop_aspect: list[float] = field(default_factory=lambda: [0.75, 4.0 / 3.0])
     scale: list[float] | None = None  # scale jitter range, used when crop_area is None
+    depth_interp: str = "nearest"  # "nearest" | "masked_bilinear"
     batch_size: int = 12
     eval_batch_size: int = 12
     num_workers: int = 2

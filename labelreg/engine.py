@@ -417,7 +417,8 @@ def fit(cfg: Config, task: Task, train_loader: DataLoader, val_loader: DataLoade
             if improved:
                 save_checkpoint(run_dir / "checkpoints" / "best.pt", payload)
             write_metrics_json(run_dir, state, cfg)
-            summary = "  ".join(f"{k}={v:.4f}" for k, v in entry.items() if isinstance(v, float) and k != "seconds")
+            summary = "  ".join(f"{k}={v:.4f}" for k, v in entry.items()
+                                if isinstance(v, float) and k != "seconds" and k.count("/") == 1)
             tqdm.write(f"[{cfg.name}] epoch {state.epoch}/{cfg.train.epochs} ({entry['seconds']:.1f}s)  {summary}")
     finally:
         writer.close()

@@ -10,6 +10,25 @@ Every dataset returns a *sample dict* (CPU tensors, before any augmentation):
 
 Batches are moved to the device and augmented there (``transforms.JointAugment``).
 """
+from labelreg.data.nyu import NYU40_CLASSES, NYUv2DepthOnly, NYUv2Labeled, load_class_mapping, load_splits
 from labelreg.data.palette import IGNORE_INDEX, colorize, voc_palette
+from labelreg.data.transforms import FitPad, JointAugment, Resize, denormalize, normalize
+from labelreg.data.voc import VOC_CLASSES, VOCSegmentation
 
-__all__ = ["IGNORE_INDEX", "colorize", "voc_palette"]
+__all__ = [
+    "FitPad",
+    "IGNORE_INDEX",
+    "JointAugment",
+    "NYU40_CLASSES",
+    "NYUv2DepthOnly",
+    "NYUv2Labeled",
+    "Resize",
+    "VOCSegmentation",
+    "VOC_CLASSES",
+    "colorize",
+    "denormalize",
+    "load_class_mapping",
+    "load_splits",
+    "normalize",
+    "voc_palette",
+]

@@ -148,7 +148,7 @@ def write_synthetic_dataset(out, *, labeled=300, depth_only=2000, size=(128, 160
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, desc="synthetic scenes", unit="scene")
+        bar = tqdm(total=total, desc="synthetic scenes", unit="scene", disable=None)  # None: no bar when output is not a terminal
 
     # split
     srng = np.random.default_rng([seed, _STREAM_SPLIT])

@@ -1,0 +1,112 @@
+"""``labelreg <subcommand>``: synth, train-ae, eval, demo."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from labelreg.config import ConfigError, config_from_dict, load_config
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like HxW (e.g. 128x160), got {text!r}") from None
+    return height, width
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from labelreg.data.synthetic import write_synthetic_dataset
+
+    started = time.perf_counter()
+    paths = write_synthetic_dataset(args.out, labeled=args.labeled, depth_only=args.depth_only, size=args.size,
+                                    seed=args.seed, progress=True)
+    print(f"wrote synthetic data set in {time.perf_counter() - started:.1f}s:")
+    for name in ("nyu_mat", "splits", "mapping", "depth_only_dir", "voc_root"):
+        print(f"  {name:15s} {getattr(paths, name)}")
+
+
+def cmd_train_ae(args: argparse.Namespace) -> None:
+    from labelreg.train_ae import train
+
+    cfg = load_config(args.config, args.overrides)
+    resume = args.resume
+    if resume == "auto":
+        candidate = cfg.run_dir / "checkpoints" / "last.pt"
+        resume = candidate if candidate.is_file() else None
+    train(cfg, resume=resume)
+    print(f"run directory: {cfg.run_dir}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from labelreg.engine import load_checkpoint
+    from labelreg.evaluation import evaluate_checkpoint, format_metrics
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    cfg = config_from_dict(checkpoint["config"], args.overrides)
+    split = args.split or cfg.data.val_split
+    metrics = evaluate_checkpoint(cfg, checkpoint, split)
+    print(format_metrics(metrics, title=f"{cfg.name} — {cfg.task} on {cfg.data.dataset} {split}"))
+    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parents[1] / f"eval_{split}.json"
+    out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "split": split, "metrics": metrics}, indent=2))
+    print(f"wrote {out}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from labelreg.demo import run_demo
+
+    run_demo(out=Path(args.out), data_root=Path(args.data), overrides=args.overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labelreg", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    synth = commands.add_parser("synth", help="write the synthetic data set in the real NYUv2 / VOC formats")
+    synth.add_argument("--out", required=True, help="output folder")
+    synth.add_argument("--labeled", type=int, default=300, help="labeled scenes (default 300)")
+    synth.add_argument("--depth-only", type=int, default=2000, help="depth-only frames (default 2000)")
+    synth.add_argument("--size", type=parse_size, default=(128, 160), help="HxW, multiples of 16 (default 128x160)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(run=cmd_synth)
+
+    train_ae = commands.add_parser("train-ae", help="phase one: train the label autoencoder")
+    train_ae.add_argument("--config", required=True, help="YAML config, e.g. configs/ae-128_voc12aug_256.yaml")
+    train_ae.add_argument("--resume", nargs="?", const="auto", default=None,
+                          help="checkpoint to resume from (no value: the run's last.pt if present)")
+    train_ae.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.epochs=5")
+    train_ae.set_defaults(run=cmd_train_ae)
+
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint on a split of its data set")
+    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--split", default=None, help="default: the config's data.val_split")
+    evaluate.add_argument("--out", default=None, help="JSON output (default: <run>/eval_<split>.json)")
+    evaluate.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. data.root=/data/voc")
+    evaluate.set_defaults(run=cmd_eval)
+
+    demo = commands.add_parser("demo", help="synthetic data → phase one, with a report in runs/demo")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--data", default="data/synthetic", help="synthetic data folder (written if absent)")
+    demo.add_argument("overrides", nargs="*", help="overrides for the demo's autoencoder config")
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ConfigError, FileNotFoundError, ValueError) as error:
+        print(f"labelreg {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"labelreg {args.command}: interrupted; the last completed checkpoint is kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Build datasets and device augmentation from the ``data`` section of a config."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+from labelreg.config import ConfigError, DataConfig
+from labelreg.data.nyu import NYUv2Labeled
+from labelreg.data.synthetic import dataset_exists, write_synthetic_dataset
+from labelreg.data.transforms import FitPad, JointAugment
+from labelreg.data.voc import VOCSegmentation
+
+NYU_MAT_NAME = "nyu_depth_v2_labeled.mat"
+
+
+def ensure_synthetic(cfg: DataConfig) -> None:
+    """Write the synthetic data set at ``cfg.root`` when asked to and it is not there yet."""
+    if cfg.synthesize_if_missing and not dataset_exists(cfg.root):
+        height, width = cfg.synth_size
+        print(f"writing synthetic data set to {cfg.root} ({cfg.synth_labeled} labeled, "
+              f"{cfg.synth_depth_only} depth-only, {height}×{width}, seed {cfg.synth_seed})")
+        write_synthetic_dataset(cfg.root, labeled=cfg.synth_labeled, depth_only=cfg.synth_depth_only,
+                                size=(height, width), seed=cfg.synth_seed)
+
+
+def nyu_mat_path(cfg: DataConfig) -> Path:
+    """``data.mat_path``, else the labeled .mat in ``data.root`` or in ``data.root/nyu`` (the synthetic layout)."""
+    if cfg.mat_path:
+        return Path(cfg.mat_path)
+    root = Path(cfg.root)
+    for candidate in (root / NYU_MAT_NAME, root / "nyu" / NYU_MAT_NAME):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no {NYU_MAT_NAME} in {root} or {root / 'nyu'}; set data.root or data.mat_path")
+
+
+def build_dataset(cfg: DataConfig, split: str, *, limit: int | None = None) -> Dataset:
+    """The labeled segmentation dataset for ``split`` (CPU samples fit-and-padded to ``data.canvas``)."""
+    ensure_synthetic(cfg)
+    transform = FitPad(tuple(cfg.canvas)) if cfg.canvas else None
+    if cfg.dataset == "voc":
+        dataset = VOCSegmentation(cfg.root, split, sbd_root=cfg.sbd_root, transform=transform)
+    elif cfg.dataset == "nyu":
+        dataset = NYUv2Labeled(nyu_mat_path(cfg), split, splits_path=cfg.splits_path, mapping_path=cfg.mapping_path,
+                               transform=transform)
+    else:
+        raise ConfigError(f"data.dataset={cfg.dataset!r}; choose 'voc' or 'nyu'")
+    if limit is not None:
+        if limit <= 0:
+            raise ConfigError(f"a data limit must be positive, got {limit}")
+        dataset = Subset(dataset, range(min(limit, len(dataset))))
+    return dataset
+
+
+def dataset_num_classes(dataset: Dataset) -> int:
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset.num_classes
+
+
+def dataset_class_names(dataset: Dataset) -> list[str]:
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return list(dataset.class_names)
+
+
+def build_augmentations(cfg: DataConfig) -> tuple[JointAugment, JointAugment]:
+    """Training and evaluation device transforms from the config.
+
+    The training transform draws from its own generator, which the engine reseeds
+    every epoch so that resumed runs repeat the same augmentation.
+    """
+    if cfg.crop_area and cfg.scale:
+        raise ConfigError("set either data.crop_area (random resized crop) or data.scale (scale jitter), "
+                          "not both; give the other null")
+    train = JointAugment(
+        tuple(cfg.crop_size) if cfg.crop_size else None,
+        train=True,
+        hflip=cfg.hflip,
+        crop_area=tuple(cfg.crop_area) if cfg.crop_area else None,
+        crop_aspect=tuple(cfg.crop_aspect),
+        scale=tuple(cfg.scale) if cfg.scale else None,
+        depth_interp=cfg.depth_interp,
+        generator=torch.Generator().manual_seed(0),
+    )
+    evaluation = JointAugment(tuple(cfg.eval_size) if cfg.eval_size else None, train=False,
+                              depth_interp=cfg.depth_interp)
+    return train, evaluation
