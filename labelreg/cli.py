@@ -33,10 +33,12 @@ def cmd_train_ae(args: argparse.Namespace) -> None:
     from labelreg.train_ae import train
 
     cfg = load_config(args.config, args.overrides)
-    resume = args.resume
-    if resume == "auto":
+    resume = args.resume_from
+    if args.resume:
         candidate = cfg.run_dir / "checkpoints" / "last.pt"
         resume = candidate if candidate.is_file() else None
+        if resume is None:
+            print(f"no {candidate} yet: starting from scratch")
     train(cfg, resume=resume)
     print(f"run directory: {cfg.run_dir}")
 
@@ -75,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train_ae = commands.add_parser("train-ae", help="phase one: train the label autoencoder")
     train_ae.add_argument("--config", required=True, help="YAML config, e.g. configs/ae-128_voc12aug_256.yaml")
-    train_ae.add_argument("--resume", nargs="?", const="auto", default=None,
-                          help="checkpoint to resume from (no value: the run's last.pt if present)")
+    train_ae.add_argument("--resume", action="store_true", help="continue from the run's checkpoints/last.pt if present")
+    train_ae.add_argument("--resume-from", default=None, metavar="CKPT", help="continue from this checkpoint")
     train_ae.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.epochs=5")
     train_ae.set_defaults(run=cmd_train_ae)
 

@@ -1,0 +1,74 @@
+"""End-to-end through the `labelreg` command line on tiny synthetic data."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pytest
+
+from labelreg.cli import main
+from labelreg.engine import load_checkpoint
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def tiny_overrides(root, out):
+    return [f"data.root={root}", f"output_dir={out}", "name=tiny", "data.crop_size=[32,48]", "data.batch_size=4",
+            "data.eval_batch_size=4", "train.epochs=2", "train.eval_every=1", "train.log_every=1",
+            "data.num_workers=0"]
+
+
+def test_synth_command_writes_real_layouts(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path), "--labeled", "5", "--depth-only", "2", "--size", "32x48"]) == 0
+    with h5py.File(tmp_path / "nyu" / "nyu_depth_v2_labeled.mat", "r") as f:
+        assert f["images"].shape == (5, 3, 48, 32) and f["labels"].shape == (5, 48, 32)
+    assert len(list((tmp_path / "nyu" / "depth_only").glob("*.h5"))) == 2
+    assert "voc_root" in capsys.readouterr().out
+
+
+def test_synth_rejects_bad_size(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["synth", "--out", str(tmp_path), "--size", "big"])
+    assert main(["synth", "--out", str(tmp_path), "--size", "30x40"]) == 2
+    assert "16" in capsys.readouterr().err
+
+
+def test_train_eval_resume(tiny_synthetic, tmp_path, capsys):
+    config = str(CONFIGS / "demo" / "ae-128_synth-nyu40.yaml")
+    assert main(["train-ae", "--config", config, *tiny_overrides(tiny_synthetic.root, tmp_path)]) == 0
+    run = tmp_path / "tiny"
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "checkpoints", "tb", "metrics.json"}
+    checkpoint = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert checkpoint["epoch"] == 2 and checkpoint["config"]["data"]["crop_size"] == [32, 48]
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    assert [entry["epoch"] for entry in history] == [1, 2] and "val/miou" in history[-1]
+
+    assert main(["eval", "--checkpoint", str(run / "checkpoints" / "best.pt")]) == 0
+    printed = capsys.readouterr().out
+    assert "miou" in printed and "per-class IoU" in printed
+    result = json.loads((run / "eval_test.json").read_text())
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert result["metrics"]["miou"] == pytest.approx(best["metrics"]["val/miou"], abs=1e-6)
+
+    # --resume with no value continues from the run's last.pt up to the new epoch count
+    assert main(["train-ae", "--config", config, "--resume", *tiny_overrides(tiny_synthetic.root, tmp_path),
+                 "train.epochs=3"]) == 0
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 3
+    assert "resumed from" in capsys.readouterr().out
+
+
+def test_config_errors_exit_2_with_the_key(tiny_synthetic, tmp_path, capsys):
+    config = str(CONFIGS / "demo" / "ae-128_synth-nyu40.yaml")
+    assert main(["train-ae", "--config", config, "data.batch_sise=3"]) == 2
+    assert "batch_sise" in capsys.readouterr().err
+    assert main(["train-ae", "--config", config, f"data.root={tmp_path / 'nowhere'}",
+                 "data.synthesize_if_missing=false"]) == 2
+    assert "nyu_depth_v2_labeled.mat" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([Path(sys.executable).parent / "labelreg", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for command in ("synth", "train-ae", "eval", "demo"):
+        assert command in result.stdout
