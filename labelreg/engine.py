@@ -419,7 +419,10 @@ def fit(cfg: Config, task: Task, train_loader: DataLoader, val_loader: DataLoade
             write_metrics_json(run_dir, state, cfg)
             summary = "  ".join(f"{k}={v:.4f}" for k, v in entry.items()
                                 if isinstance(v, float) and k != "seconds" and k.count("/") == 1)
-            tqdm.write(f"[{cfg.name}] epoch {state.epoch}/{cfg.train.epochs} ({entry['seconds']:.1f}s)  {summary}")
+            line = f"[{cfg.name}] epoch {state.epoch}/{cfg.train.epochs} ({entry['seconds']:.1f}s)  {summary}"
+            tqdm.write(line)
+            with open(run_dir / "train.log", "a") as log:
+                log.write(line + "\n")
     finally:
         writer.close()
     return state

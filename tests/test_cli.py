@@ -58,6 +58,17 @@ def test_train_eval_resume(tiny_synthetic, tmp_path, capsys):
     assert "resumed from" in capsys.readouterr().out
 
 
+def test_train_on_the_voc_tree_with_canvas(tiny_synthetic, tmp_path):
+    # VOC images may differ in size: data.canvas fits-and-pads them so batches stack.
+    config = str(CONFIGS / "ae-32_voc12aug_256.yaml")
+    overrides = tiny_overrides(tiny_synthetic.root, tmp_path) + [
+        "data.sbd_root=null", "data.train_split=train", "data.canvas=[80,80]", "train.epochs=1"]
+    assert main(["train-ae", "--config", config, *overrides]) == 0
+    checkpoint = load_checkpoint(tmp_path / "tiny" / "checkpoints" / "last.pt")
+    assert checkpoint["config"]["model"]["variant"] == "32"
+    assert checkpoint["model"]["decoder.classifier.weight"].shape[0] == 21  # VOC classes
+
+
 def test_config_errors_exit_2_with_the_key(tiny_synthetic, tmp_path, capsys):
     config = str(CONFIGS / "demo" / "ae-128_synth-nyu40.yaml")
     assert main(["train-ae", "--config", config, "data.batch_sise=3"]) == 2

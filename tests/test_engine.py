@@ -108,6 +108,12 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert (cfg.run_dir / "checkpoints" / "last.pt").read_bytes() == good
 
 
+def test_bf16_autocast_trains_and_logs(tmp_path):
+    cfg, _, state = run(tmp_path, "bf16", epochs=2, amp="bf16")
+    assert all(entry["train/total"] == entry["train/total"] for entry in state.history)  # finite, not NaN
+    assert len((cfg.run_dir / "train.log").read_text().splitlines()) == 2
+
+
 def test_max_steps_stops_early(tmp_path):
     _, _, state = run(tmp_path, "short", epochs=5, max_steps=7)
     assert state.step == 7 and state.epoch == 2
