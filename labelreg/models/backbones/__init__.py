@@ -1,0 +1,1 @@
+"""Backbones with named multi-scale taps (see ``common.Backbone``)."""
