@@ -65,7 +65,8 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, t
 def load_checked(module: nn.Module, source: str | Path | Mapping[str, Any],
                  ignore_prefixes: tuple[str, ...] = ()) -> None:
     state, name = read_state_dict(source)
-    state = {k.removeprefix("module."): v for k, v in state.items() if not k.startswith(ignore_prefixes)}
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel/DDP checkpoints
+    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
     result = module.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"{name} does not fit {type(module).__name__}: missing keys {result.missing_keys[:8]}"
