@@ -56,9 +56,14 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "label_autoencoder"
+    name: str = "label_autoencoder"  # "label_autoencoder" or a segmenter in labelreg.models.MODELS
     num_classes: int | None = None  # None: taken from the dataset
-    variant: str = "128"
+    variant: str = "128"  # autoencoder variant: "32" | "128" | "256"
+    pretrained_backbone: str | None = None  # None, "imagenet" (torchvision download) or a local .pth path
+    freeze_bn: bool = False  # backbone BatchNorm statistics frozen (§3.5.1)
+    freeze_backbone: bool = False  # backbone parameters not trained (first stage of the pretrained recipe)
+    calibration_batches: int = 10  # batches used to estimate zoom-out feature normalisation
+    options: dict[str, Any] = field(default_factory=dict)  # keyword options of the model builder
 
 
 @dataclass
@@ -76,6 +81,13 @@ class OptimConfig:
 
 
 @dataclass
+class EvalConfig:
+    scales: list[float] = field(default_factory=lambda: [1.0])  # relative input scales
+    short_sides: list[int] = field(default_factory=list)  # absolute shorter-side lengths (e.g. [256, 384])
+    flip: bool = False  # also average the horizontally flipped prediction
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 100
     max_steps: int | None = None  # stop early after this many optimizer steps
@@ -88,6 +100,7 @@ class TrainConfig:
     best_metric: str = "miou"
     best_mode: str = "max"  # "max" | "min"
     loss_weights: dict[str, float] = field(default_factory=dict)  # weight per named loss term (default 1)
+    loss: str = "ce"  # segmentation: "ce" | "asymmetric" (weighted by inverse class frequency, eq. 3.3.1)
     images_to_log: int = 4
 
 
@@ -100,6 +113,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     @property
     def run_dir(self) -> Path:

@@ -161,7 +161,8 @@ def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
 
 def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
     groups = parameter_groups(model)
-    unknown = sorted(set(cfg.group_lr) - set(groups))
+    known = set(model.param_groups()) if hasattr(model, "param_groups") else set(groups)
+    unknown = sorted(set(cfg.group_lr) - known)  # a frozen (empty) group is known but has nothing to train
     if unknown:
         raise ConfigError(f"optim.group_lr names unknown group(s) {unknown}; this model's groups: {sorted(groups)}")
     param_groups = [{"params": params, "lr": cfg.group_lr.get(name, cfg.lr), "name": name} for name, params in groups.items()]
@@ -196,8 +197,40 @@ def build_scheduler(cfg: OptimConfig, optimizer: torch.optim.Optimizer, steps_pe
 # ----------------------------------------------------------------------------- data
 
 
+PAD_VALUES = {"image": 0, "label": 255, "depth": 0.0}
+
+
+def pad_collate(samples: list[Batch]) -> Batch:
+    """Collate sample dicts, padding images of different sizes to the largest at bottom/right.
+
+    Padding: image 0, label 255 (ignored by losses and metrics), depth 0 (invalid).
+    Every batch gets ``size``: B×2 int64 original (H, W), so predictions can be cropped back.
+    """
+    from torch.utils.data import default_collate
+
+    if "image" not in samples[0]:
+        return default_collate(samples)
+    sizes = [tuple(sample["image"].shape[-2:]) for sample in samples]
+    height, width = max(h for h, _ in sizes), max(w for _, w in sizes)
+    if any(size != (height, width) for size in sizes):
+        padded = []
+        for sample in samples:
+            sample = dict(sample)
+            for key, value in PAD_VALUES.items():
+                if key in sample:
+                    tensor = sample[key]
+                    pad = (0, width - tensor.shape[-1], 0, height - tensor.shape[-2])
+                    sample[key] = torch.nn.functional.pad(tensor, pad, value=value)
+            padded.append(sample)
+        samples = padded
+    batch = default_collate(samples)
+    batch["size"] = torch.tensor(sizes, dtype=torch.int64)
+    return batch
+
+
 def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, num_workers: int, drop_last: bool = False,
                 seed: int = 0, device: torch.device | None = None) -> DataLoader:
+    """A DataLoader with its own seeded generator (reseeded per epoch by ``fit``) and ``pad_collate``."""
     if len(dataset) == 0:
         raise ValueError(f"{type(dataset).__name__} is empty: nothing to load")
     generator = torch.Generator().manual_seed(seed)
@@ -210,6 +243,7 @@ def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, num_workers
         pin_memory=device is not None and device.type == "cuda",
         persistent_workers=False,
         generator=generator,
+        collate_fn=pad_collate,
     )
 
 

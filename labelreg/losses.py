@@ -22,3 +22,31 @@ def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_inde
     else:
         count = weight[torch.where(valid, target, torch.zeros_like(target))][valid].sum()
     return summed / count.clamp(min=1)
+
+
+def class_frequencies(labels, num_classes: int, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Fraction of non-ignored pixels per class over an iterable of label tensors (any shape)."""
+    counts = torch.zeros(num_classes, dtype=torch.float64)
+    for label in labels:
+        label = label.flatten().long()
+        label = label[label != ignore_index]
+        if label.numel() and (label.min() < 0 or label.max() >= num_classes):
+            raise ValueError(f"label ids {sorted(set(label[(label < 0) | (label >= num_classes)].tolist()))[:10]} "
+                             f"outside 0..{num_classes - 1}")
+        counts += torch.bincount(label, minlength=num_classes).double()
+    total = counts.sum()
+    if total == 0:
+        raise ValueError("no labeled pixels: cannot compute class frequencies")
+    return counts / total
+
+
+def inverse_frequency_weights(frequencies: torch.Tensor) -> torch.Tensor:
+    """Asymmetric-loss class weights 1/f_c (thesis eq. 3.3.1); classes never seen get weight 0.
+
+    Only ratios matter (the weighted mean divides by the summed weights), so the weights are
+    scaled to average 1 over the classes that occur.
+    """
+    present = frequencies > 0
+    weights = torch.zeros_like(frequencies, dtype=torch.float32)
+    weights[present] = (1.0 / frequencies[present]).float()
+    return weights / weights[present].mean()

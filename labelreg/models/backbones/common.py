@@ -1,7 +1,8 @@
 """What every backbone offers: named multi-scale taps, a global feature, pretrained loading.
 
 A backbone maps a B×3×H×W image to an ordered dict of *taps* (shallow → deep),
-each B×C×⌈H/s⌉×⌈W/s⌉ for its nominal output stride s. ``tap_channels`` and
+each B×C×h×w with h ≈ H/s for its nominal output stride s (the network's own
+rounding: VGG's pools floor, strided convs ceil), so heads resize to their grid. ``tap_channels`` and
 ``tap_strides`` describe them without running the network, so heads can be built
 before any forward pass. ``global_feature`` gives one B×G vector per image (the
 zoom-out "scene" feature).
@@ -34,6 +35,9 @@ class Backbone(nn.Module):
     def global_feature(self, taps: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """B×G scene feature; default: global average pool of the deepest tap."""
         return taps[self.tap_names[-1]].mean(dim=(2, 3))
+
+    def drop_global_feature(self) -> None:
+        """Free whatever only ``global_feature`` uses (a no-op unless a backbone has such parts, like VGG's fc6/fc7)."""
 
     def pretrained_target(self) -> nn.Module:
         """The module whose state dict matches the pretrained checkpoint (the wrapped torchvision model)."""

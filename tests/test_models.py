@@ -1,0 +1,150 @@
+"""Every segmenter in MODELS: shapes on odd sizes, gradients, strides, and the zoom-out head's exact cheap form."""
+import pytest
+import torch
+
+from labelreg.models import MODELS, ZoomOutHead, build_segmenter
+from labelreg.models.zoomout import ZoomOutSegmenter
+
+TINY_HEADS = {"hidden": 32}  # zoom-out heads are configurable; tests use a small MLP
+
+
+def build(name, num_classes=7, **options):
+    if name.startswith("zoomout"):
+        options = {**TINY_HEADS, **options}
+    return build_segmenter(name, num_classes=num_classes, **options)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_output_shape_finite_and_every_parameter_learns(name):
+    torch.manual_seed(0)
+    model = build(name)
+    x = torch.randn(2, 3, 97, 129)
+    out = model(x)
+    assert out["seg"].shape == (2, 7, 97, 129)
+    assert torch.isfinite(out["seg"]).all()
+    assert isinstance(out["features"], dict) and out["features"]
+    loss = sum(value.float().mean() for key, value in out.items() if key != "features")
+    loss.backward()
+    starved = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    assert not starved, starved
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 65, 49))["seg"].shape == (1, 7, 65, 49)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_param_groups_split_backbone_and_head(name):
+    model = build(name, num_classes=3)
+    groups = model.param_groups()
+    assert set(groups) == {"backbone", "head"}
+    ids = [id(p) for params in groups.values() for p in params]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("name, options, stride", [
+    ("zoomout_resnet50", {"output_stride": 8}, 8),
+    ("zoomout_resnet50", {"output_stride": 16}, 16),
+    ("pspnet_resnet50", {}, 8),
+    ("dsunet64", {"output_stride": 8}, 8),
+    ("dsunet64", {"output_stride": 16}, 16),
+    ("dsunet64", {"output_stride": 32}, 32),
+])
+def test_dilated_output_stride(name, options, stride):
+    model = build(name, **options).eval()
+    with torch.no_grad():
+        features = model(torch.randn(1, 3, 128, 160))["features"]
+    deepest = features[model.backbone.tap_names[-1]]
+    assert deepest.shape[-2:] == (128 // stride, 160 // stride)
+
+
+def test_zoomout_vgg16_feature_widths():
+    assert build("zoomout_vgg16").head.in_channels == 4224
+    assert build("zoomout_vgg16", scene=True).head.in_channels == 8320
+
+
+def test_pspnet_features_include_pyramid_pooling():
+    model = build("pspnet_resnet50").eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 64))
+    assert out["features"]["ppm"].shape[1] == 4096 and "aux_seg" not in out
+    model.train()
+    assert "aux_seg" in model(torch.randn(2, 3, 64, 64))
+
+
+def test_unknown_names_and_taps_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown model 'zoomout_vgg19'"):
+        build_segmenter("zoomout_vgg19", num_classes=3)
+    with pytest.raises(ValueError, match=r"unknown tap\(s\) \['layer9'\]"):
+        build("zoomout_resnet50", taps=["layer1", "layer9"])
+
+
+# ----------------------------------------------------------------------------- the zoom-out head's cheap form
+
+
+@pytest.mark.parametrize("grid_stride", [4, 8])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_projected_head_equals_concatenate_then_convolve(grid_stride, normalize):
+    torch.manual_seed(0)
+    channels = {"fine": 8, "same": 16, "coarse": 32, "coarsest": 24}
+    head = ZoomOutHead(channels, 5, grid_stride=grid_stride, global_channels=6, hidden=20, normalize=normalize).eval()
+    head.feature_mean.normal_()
+    head.feature_std.uniform_(0.5, 2.0)
+    grid = (-(-97 // grid_stride), -(-129 // grid_stride))
+    taps = {"fine": torch.randn(2, 8, 97, 129), "same": torch.randn(2, 16, *grid),
+            "coarse": torch.randn(2, 32, 13, 17), "coarsest": torch.randn(2, 24, 4, 5)}
+    scene = torch.randn(2, 6)
+    fast, literal = head(taps, grid, scene), head.forward_literal(taps, grid, scene)
+    assert fast.shape == (2, 5, *grid)
+    torch.testing.assert_close(fast, literal, atol=1e-5, rtol=1e-4)
+
+
+def test_projected_form_on_a_real_backbone():
+    # float64: with ~8000 normalised channels float32 rounding alone reaches 1e-4; the forms are exactly equal
+    torch.manual_seed(0)
+    model = build("zoomout_resnet50", normalize=True, scene=True, pyramid_pooling=True).eval().double()
+    x = torch.randn(1, 3, 97, 129, dtype=torch.float64)
+    with torch.no_grad():
+        model.calibrate([x])
+        taps, grid, scene = model.head_inputs(x)
+        fast, literal = model.head(taps, grid, scene), model.head.forward_literal(taps, grid, scene)
+    torch.testing.assert_close(fast, literal, atol=1e-9, rtol=1e-9)
+
+
+def test_calibration_normalises_features():
+    torch.manual_seed(0)
+    model = build("zoomout_densenet67", normalize=True).eval()
+    images = [torch.randn(2, 3, 64, 64) * 3 + 1 for _ in range(2)]
+    model.calibrate(images)
+    with torch.no_grad():
+        taps, grid, scene = model.head_inputs(torch.cat(images))
+        features = model.head.concatenated_features(taps, grid, scene)
+        normalised = (features - model.head.feature_mean[:, None, None]) / model.head.feature_std[:, None, None]
+    per_channel = normalised.transpose(0, 1).flatten(1)
+    assert per_channel.mean(1).abs().max() < 1e-3
+    # channels that barely vary (dead ReLUs) are damped by the eps in the std; the rest get unit variance
+    live = features.transpose(0, 1).flatten(1).std(1) > 0.05
+    assert live.sum() > 100 and (per_channel.std(1)[live] - 1).abs().max() < 1e-2
+
+
+def test_tiny_zoomout_overfits_synthetic_images(tiny_synthetic):
+    from torch.utils.data import DataLoader
+
+    from labelreg.data import NYUv2Labeled, normalize
+    from labelreg.metrics import SegMetrics
+
+    torch.manual_seed(0)
+    batch = next(iter(DataLoader(NYUv2Labeled(tiny_synthetic.nyu_mat, "train"), batch_size=4)))
+    images, labels = normalize(batch["image"]), batch["label"]
+    model = build("zoomout_densenet67", num_classes=40, hidden=64,
+                  backbone_options={"growth_rate": 8, "block_config": [2, 2, 2, 2], "stem_channels": [16, 16, 16]})
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        loss = torch.nn.functional.cross_entropy(model(images)["seg"], labels, ignore_index=255)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    metrics = SegMetrics(40)
+    with torch.no_grad():
+        metrics.update(model(images)["seg"], labels)
+    assert metrics.compute()["pixel_acc"] > 0.9 and metrics.compute()["miou"] > 0.5
