@@ -1,4 +1,4 @@
-"""``labelreg <subcommand>``: synth, train-ae, eval, demo."""
+"""``labelreg <subcommand>``: synth, train-ae, train-seg, train-cls, eval, demo."""
 from __future__ import annotations
 
 import argparse
@@ -29,10 +29,17 @@ def cmd_synth(args: argparse.Namespace) -> None:
         print(f"  {name:15s} {getattr(paths, name)}")
 
 
-def cmd_train_ae(args: argparse.Namespace) -> None:
-    from labelreg.train_ae import train
+def cmd_train(args: argparse.Namespace) -> None:
+    """train-ae / train-seg / train-cls: the same flow, different trainers and expected ``task``."""
+    import importlib
 
+    module, task = {"train-ae": ("labelreg.train_ae", "autoencoder"),
+                    "train-seg": ("labelreg.train_seg", "segmentation"),
+                    "train-cls": ("labelreg.train_cls", "classification")}[args.command]
     cfg = load_config(args.config, args.overrides)
+    if cfg.task != task:
+        raise ConfigError(f"{args.config} has task={cfg.task!r}; labelreg {args.command} trains task={task!r}")
+    train = importlib.import_module(module).train
     resume = args.resume_from
     if args.resume:
         candidate = cfg.run_dir / "checkpoints" / "last.pt"
@@ -50,7 +57,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     checkpoint = load_checkpoint(args.checkpoint)
     cfg = config_from_dict(checkpoint["config"], args.overrides)
     split = args.split or cfg.data.val_split
-    metrics = evaluate_checkpoint(cfg, checkpoint, split)
+    metrics = evaluate_checkpoint(cfg, checkpoint, split, save_predictions=args.save_predictions)
     print(format_metrics(metrics, title=f"{cfg.name} — {cfg.task} on {cfg.data.dataset} {split}"))
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parents[1] / f"eval_{split}.json"
     out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "split": split, "metrics": metrics}, indent=2))
@@ -75,17 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(run=cmd_synth)
 
-    train_ae = commands.add_parser("train-ae", help="phase one: train the label autoencoder")
-    train_ae.add_argument("--config", required=True, help="YAML config, e.g. configs/ae-128_voc12aug_256.yaml")
-    train_ae.add_argument("--resume", action="store_true", help="continue from the run's checkpoints/last.pt if present")
-    train_ae.add_argument("--resume-from", default=None, metavar="CKPT", help="continue from this checkpoint")
-    train_ae.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.epochs=5")
-    train_ae.set_defaults(run=cmd_train_ae)
+    for name, help_text, example in (
+            ("train-ae", "phase one: train the label autoencoder", "configs/ae-128_voc12aug_256.yaml"),
+            ("train-seg", "train a segmenter from labelreg.models.MODELS", "configs/zoomout-densenet121_voc12aug_256.yaml"),
+            ("train-cls", "phase zero: train a SUNet classifier on an ImageFolder tree",
+             "configs/sunet64_imagenet_224.yaml")):
+        trainer = commands.add_parser(name, help=help_text)
+        trainer.add_argument("--config", required=True, help=f"YAML config, e.g. {example}")
+        trainer.add_argument("--resume", action="store_true", help="continue from the run's checkpoints/last.pt if present")
+        trainer.add_argument("--resume-from", default=None, metavar="CKPT", help="continue from this checkpoint")
+        trainer.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.epochs=5")
+        trainer.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on a split of its data set")
     evaluate.add_argument("--checkpoint", required=True)
     evaluate.add_argument("--split", default=None, help="default: the config's data.val_split")
     evaluate.add_argument("--out", default=None, help="JSON output (default: <run>/eval_<split>.json)")
+    evaluate.add_argument("--save-predictions", default=None, metavar="DIR",
+                          help="segmentation: write each prediction as DIR/<image id>.png (VOC palette)")
     evaluate.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. data.root=/data/voc")
     evaluate.set_defaults(run=cmd_eval)
 
@@ -101,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ConfigError, FileNotFoundError, ValueError) as error:
+    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"labelreg {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -63,6 +63,7 @@ class ModelConfig:
     freeze_bn: bool = False  # backbone BatchNorm statistics frozen (§3.5.1)
     freeze_backbone: bool = False  # backbone parameters not trained (first stage of the pretrained recipe)
     calibration_batches: int = 10  # batches used to estimate zoom-out feature normalisation
+    init_from: str | None = None  # start from this checkpoint's model weights (e.g. the previous stage of a recipe)
     options: dict[str, Any] = field(default_factory=dict)  # keyword options of the model builder
 
 

@@ -2,6 +2,7 @@
 and data from its stored config and score it."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
@@ -10,17 +11,26 @@ from torch import nn
 from labelreg.config import Config, ConfigError
 from labelreg.data.build import build_dataset, dataset_class_names, dataset_num_classes
 from labelreg.engine import Batch, make_loader, predict_batches, resolve_device
+from labelreg.inference import save_label_pngs
 from labelreg.metrics import SegMetrics
 
 
 def evaluate_segmentation(model: nn.Module, loader: Iterable[Batch], device: torch.device, *, num_classes: int,
                           preprocess: Callable[[Batch], Batch], forward: Callable[[nn.Module, Batch], dict],
-                          output_key: str = "seg", amp: str = "none",
-                          class_names: list[str] | None = None) -> dict[str, float]:
-    """Confusion-matrix metrics of ``outputs[output_key]`` against ``batch['label']`` over the whole loader."""
+                          output_key: str = "seg", amp: str = "none", class_names: list[str] | None = None,
+                          save_predictions: str | Path | None = None) -> dict[str, float]:
+    """Confusion-matrix metrics of ``outputs[output_key]`` against ``batch['label']`` over the whole loader.
+
+    With ``save_predictions`` every prediction is also written there as ``<name>.png`` (VOC palette),
+    cropped back to the image's original size when the batch was padded.
+    """
     metrics = SegMetrics(num_classes, device=device)
     for batch, outputs in predict_batches(model, loader, device, preprocess, forward, amp):
         metrics.update(outputs[output_key], batch["label"])
+        if save_predictions is not None:
+            prediction = outputs[output_key].argmax(1)
+            padded_only = "size" in batch and tuple(prediction.shape[-2:]) == tuple(batch["size"].max(0).values.tolist())
+            save_label_pngs(prediction, batch["name"], save_predictions, batch["size"] if padded_only else None)
     result = metrics.compute()
     flat = {key: value for key, value in result.items() if isinstance(value, float)}
     names = class_names or [str(index) for index in range(num_classes)]
@@ -29,21 +39,34 @@ def evaluate_segmentation(model: nn.Module, loader: Iterable[Batch], device: tor
     return flat
 
 
-def evaluate_checkpoint(cfg: Config, checkpoint: dict, split: str) -> dict[str, float]:
+def evaluate_checkpoint(cfg: Config, checkpoint: dict, split: str,
+                        save_predictions: str | Path | None = None) -> dict[str, float]:
+    """Rebuild the model of ``cfg.task`` from ``checkpoint`` and evaluate it on ``split``."""
+    if cfg.task == "classification":
+        from labelreg.train_cls import evaluate_classifier_checkpoint
+
+        return evaluate_classifier_checkpoint(cfg, checkpoint, split)
     device = resolve_device(cfg.train.device)
     dataset = build_dataset(cfg.data, split, limit=cfg.data.val_limit)
     loader = make_loader(dataset, batch_size=cfg.data.eval_batch_size, shuffle=False,
                          num_workers=cfg.data.num_workers, device=device)
-    num_classes = dataset_num_classes(dataset)
+    num_classes, class_names = dataset_num_classes(dataset), dataset_class_names(dataset)
     if cfg.task == "autoencoder":
         from labelreg.train_ae import build_autoencoder, build_task
 
         model = build_autoencoder(cfg, num_classes)
-        model.load_state_dict(checkpoint["model"])
-        task = build_task(cfg, model.to(device), dataset_class_names(dataset))
-        with torch.inference_mode():
-            return task.evaluate(model, loader, device)
-    raise ConfigError(f"task={cfg.task!r}: labelreg eval knows 'autoencoder'")
+        task = build_task(cfg, model, class_names)
+    elif cfg.task == "segmentation":
+        from labelreg.train_seg import build_model, segmentation_task
+
+        model = build_model(cfg, num_classes)
+        task = segmentation_task(cfg, model, class_names, save_predictions=save_predictions)
+    else:
+        raise ConfigError(f"task={cfg.task!r}: labelreg eval knows 'autoencoder', 'segmentation' and 'classification'")
+    if save_predictions is not None and cfg.task != "segmentation":
+        raise ConfigError("--save-predictions is for segmentation checkpoints")
+    model.load_state_dict(checkpoint["model"])
+    return task.evaluate(model.to(device), loader, device)
 
 
 def format_metrics(metrics: dict[str, float], title: str = "") -> str:
@@ -51,8 +74,9 @@ def format_metrics(metrics: dict[str, float], title: str = "") -> str:
     lines = [title, "-" * max(len(title), 32)] if title else []
     headline = [key for key in metrics if "/" not in key]
     per_class = [key for key in metrics if key.startswith("iou/")]
-    for key in headline:
-        lines.append(f"{key:24s} {100 * metrics[key]:7.2f}")
+    for key in headline:  # fractions shown as percentages; losses as they are
+        value = metrics[key] if "loss" in key else 100 * metrics[key]
+        lines.append(f"{key:24s} {value:7.2f}")
     if per_class:
         lines.append("per-class IoU:")
         for key in per_class:
