@@ -1,9 +1,13 @@
-"""``labelreg demo``: the whole pipeline on synthetic scenes, with a report in ``runs/demo``.
+"""``labelreg demo``: the pipeline on synthetic scenes, with a report in ``runs/demo``.
 
-For now (phase one): write the synthetic data set if absent, train the 128-variant
-label autoencoder on its training labels, evaluate it on the held-out labels, and
-write ``runs/demo/{report.md, metrics.json, ae_reconstructions.png, ae_curves.png}``
-next to the run directory ``runs/demo/ae/`` (config, checkpoints, TensorBoard logs).
+Stages so far:
+1. write the synthetic data set if absent;
+2. phase one: train the 128-variant label autoencoder on the training label maps;
+3. train a tiny zoom-out DenseNet-67 segmenter (baseline, no regularizer).
+
+Each stage has its run directory under ``runs/demo/`` (config, checkpoints,
+TensorBoard logs, metrics.json); the demo adds ``report.md``, ``metrics.json``
+and the figures next to them.
 """
 from __future__ import annotations
 
@@ -14,29 +18,36 @@ from pathlib import Path
 import torch
 
 import labelreg
-from labelreg.config import load_config
+from labelreg.config import Config, load_config
 from labelreg.data.build import build_dataset, dataset_class_names, dataset_num_classes, ensure_synthetic
-from labelreg.engine import load_checkpoint, make_loader, resolve_device
+from labelreg.data.transforms import denormalize
+from labelreg.engine import load_checkpoint, make_loader, resolve_device, to_device
 from labelreg.evaluation import format_metrics
-from labelreg.train_ae import build_autoencoder, build_task, reconstruction_panels, train
-from labelreg.viz import image_grid, overlay, plot_curves, save_png, to_uint8_image
+from labelreg.viz import image_grid, label_image, overlay, plot_curves, save_png, to_uint8_image
 
 CONFIG_DIR = Path(labelreg.__file__).resolve().parents[1] / "configs"
 DEMO_AE_CONFIG = CONFIG_DIR / "demo" / "ae-128_synth-nyu40.yaml"
+DEMO_SEG_CONFIG = CONFIG_DIR / "demo" / "zoomout-densenet67-tiny_synth-nyu40.yaml"
+FIGURE_ROWS = 6
 
 
-def _reconstruction_figure(cfg, checkpoint: dict, path: Path, count: int = 6) -> Path:
-    """Rows of [image, ground-truth labels over it, labels, reconstruction] for validation images."""
-    device = resolve_device(cfg.train.device)
+def _validation_batch(cfg: Config, count: int = FIGURE_ROWS) -> dict:
     dataset = build_dataset(cfg.data, cfg.data.val_split)
-    model = build_autoencoder(cfg, dataset_num_classes(dataset)).to(device)
+    return next(iter(make_loader(dataset, batch_size=count, shuffle=False, num_workers=0)))
+
+
+def _autoencoder_figure(cfg: Config, checkpoint: dict, path: Path) -> Path:
+    """Rows of [image, ground-truth labels over it, labels, reconstruction] for validation images."""
+    from labelreg.train_ae import build_autoencoder, build_task, reconstruction_panels
+
+    device = resolve_device(cfg.train.device)
+    batch = _validation_batch(cfg)
+    dataset = build_dataset(cfg.data, cfg.data.val_split)
+    model = build_autoencoder(cfg, dataset_num_classes(dataset)).to(device).eval()
     model.load_state_dict(checkpoint["model"])
-    model.eval()
-    batch = next(iter(make_loader(dataset, batch_size=count, shuffle=False, num_workers=0)))
     task = build_task(cfg, model, dataset_class_names(dataset))
     with torch.inference_mode():
-        panels = reconstruction_panels(model, task.eval_augment({k: v.to(device) if torch.is_tensor(v) else v
-                                                                 for k, v in batch.items()}), count)
+        panels = reconstruction_panels(model, task.eval_augment(to_device(batch, device)), FIGURE_ROWS)
     rows = []
     for index, (labels, reconstruction) in enumerate(panels):
         image = to_uint8_image(batch["image"][index])
@@ -44,48 +55,90 @@ def _reconstruction_figure(cfg, checkpoint: dict, path: Path, count: int = 6) ->
     return save_png(image_grid(rows, titles=["image", "overlay", "labels (input)", "reconstruction"]), path)
 
 
-def run_demo(out: Path = Path("runs/demo"), data_root: Path = Path("data/synthetic"),
-             overrides: list[str] | None = None) -> dict:
+def _segmenter_figure(cfg: Config, checkpoint: dict, path: Path) -> Path:
+    """Rows of [image, ground truth, prediction] for validation images."""
+    from labelreg.train_seg import build_model, segmentation_task
+
+    device = resolve_device(cfg.train.device)
+    batch = _validation_batch(cfg)
+    dataset = build_dataset(cfg.data, cfg.data.val_split)
+    model = build_model(cfg, dataset_num_classes(dataset)).to(device).eval()
+    model.load_state_dict(checkpoint["model"])
+    task = segmentation_task(cfg, model, dataset_class_names(dataset))
+    with torch.inference_mode():
+        prepared = task.eval_augment(to_device(batch, device))
+        prediction = model(prepared["image"])["seg"].argmax(1)
+    rows = [[to_uint8_image(denormalize(prepared["image"][i:i + 1])[0]), label_image(batch["label"][i]),
+             label_image(prediction[i])] for i in range(min(FIGURE_ROWS, len(prediction)))]
+    return save_png(image_grid(rows, titles=["image", "ground truth", "prediction"]), path)
+
+
+def _train_stage(config_path: Path, name: str, out: Path, data_root: Path, overrides: list[str], trainer) -> tuple:
+    cfg = load_config(config_path, [f"output_dir={out}", f"name={name}", f"data.root={data_root}", *overrides])
     started = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(DEMO_AE_CONFIG, [f"output_dir={out}", "name=ae", f"data.root={data_root}", *(overrides or [])])
-    ensure_synthetic(cfg.data)
-    data_seconds = time.perf_counter() - started
-
-    train_started = time.perf_counter()
-    train(cfg)
-    train_seconds = time.perf_counter() - train_started
-
+    trainer(cfg)
+    seconds = time.perf_counter() - started
     checkpoint = load_checkpoint(cfg.run_dir / "checkpoints" / "best.pt")
     best = {key[4:]: value for key, value in checkpoint["metrics"].items() if key.startswith("val/")}
-    figure = _reconstruction_figure(cfg, checkpoint, out / "ae_reconstructions.png")
-    curves = plot_curves(checkpoint["history"], ["train/ce", "val/miou", "val/pixel_acc"], out / "ae_curves.png",
-                         title="label autoencoder (phase one)")
+    return cfg, checkpoint, best, seconds
+
+
+def run_demo(out: Path = Path("runs/demo"), data_root: Path = Path("data/synthetic"),
+             overrides: list[str] | None = None) -> dict:
+    """Run every stage; ``overrides`` apply to every stage's config (e.g. ``train.epochs=1``)."""
+    from labelreg.train_ae import train as train_autoencoder
+    from labelreg.train_seg import train as train_segmenter
+
+    overrides = list(overrides or [])
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    ensure_synthetic(load_config(DEMO_AE_CONFIG, [f"data.root={data_root}", *overrides]).data)
+    data_seconds = time.perf_counter() - started
+
+    ae_cfg, ae_checkpoint, ae_best, ae_seconds = _train_stage(DEMO_AE_CONFIG, "ae", out, data_root, overrides,
+                                                              train_autoencoder)
+    ae_figure = _autoencoder_figure(ae_cfg, ae_checkpoint, out / "ae_reconstructions.png")
+    ae_curves = plot_curves(ae_checkpoint["history"], ["train/ce", "val/miou", "val/pixel_acc"],
+                            out / "ae_curves.png", title="label autoencoder (phase one)")
+
+    seg_cfg, seg_checkpoint, seg_best, seg_seconds = _train_stage(DEMO_SEG_CONFIG, "seg", out, data_root, overrides,
+                                                                  train_segmenter)
+    seg_figure = _segmenter_figure(seg_cfg, seg_checkpoint, out / "seg_predictions.png")
+    seg_curves = plot_curves(seg_checkpoint["history"], ["train/ce", "val/miou", "val/pixel_acc"],
+                             out / "seg_curves.png", title="zoom-out segmenter (baseline)")
     total_seconds = time.perf_counter() - started
 
     summary = {
-        "autoencoder": {"variant": cfg.model.variant, "best_epoch": checkpoint["best_epoch"],
-                        "epochs": cfg.train.epochs, "val": best, "run_dir": str(cfg.run_dir)},
-        "seconds": {"data": round(data_seconds, 1), "train_ae": round(train_seconds, 1),
-                    "total": round(total_seconds, 1)},
+        "autoencoder": {"variant": ae_cfg.model.variant, "best_epoch": ae_checkpoint["best_epoch"],
+                        "epochs": ae_cfg.train.epochs, "val": ae_best, "run_dir": str(ae_cfg.run_dir)},
+        "segmenter": {"model": seg_cfg.model.name, "best_epoch": seg_checkpoint["best_epoch"],
+                      "epochs": seg_cfg.train.epochs, "val": seg_best, "run_dir": str(seg_cfg.run_dir)},
+        "seconds": {"data": round(data_seconds, 1), "train_ae": round(ae_seconds, 1),
+                    "train_seg": round(seg_seconds, 1), "total": round(total_seconds, 1)},
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     table = "\n".join([
         "| stage | metric | value |",
         "|---|---|---|",
-        f"| phase one: autoencoder-{cfg.model.variant} | reconstruction mIoU (val) | {100 * best['miou']:.1f} |",
-        f"| | pixel accuracy (val) | {100 * best['pixel_acc']:.1f} |",
-        f"| | best epoch | {checkpoint['best_epoch']} / {cfg.train.epochs} |",
-        f"| time | data / training / total (s) | {data_seconds:.0f} / {train_seconds:.0f} / {total_seconds:.0f} |",
+        f"| phase one: autoencoder-{ae_cfg.model.variant} | reconstruction mIoU (val) | {100 * ae_best['miou']:.1f} |",
+        f"| | pixel accuracy (val) | {100 * ae_best['pixel_acc']:.1f} |",
+        f"| segmenter: {seg_cfg.model.name} (tiny, from scratch) | mIoU (val) | {100 * seg_best['miou']:.1f} |",
+        f"| | pixel accuracy (val) | {100 * seg_best['pixel_acc']:.1f} |",
+        f"| time | data / autoencoder / segmenter / total (s) | {data_seconds:.0f} / {ae_seconds:.0f} / "
+        f"{seg_seconds:.0f} / {total_seconds:.0f} |",
     ])
     report = "\n".join([
         "# labelreg demo report", "",
-        f"Synthetic scenes in `{data_root}` (real NYUv2 / VOC formats), device `{resolve_device(cfg.train.device)}`.",
-        "", "## Phase one: label autoencoder", "",
-        "The autoencoder sees only ground-truth label maps and must reconstruct them through a 1/16 bottleneck.",
+        f"Synthetic scenes in `{data_root}` (real NYUv2 / VOC formats), device `{resolve_device(ae_cfg.train.device)}`.",
         "", table, "",
-        f"![reconstructions]({figure.name})", "", f"![curves]({curves.name})", "",
-        "```", format_metrics(best, title="autoencoder reconstruction, validation split"), "```", "",
+        "## Phase one: label autoencoder", "",
+        "The autoencoder sees only ground-truth label maps and must reconstruct them through a 1/16 bottleneck.", "",
+        f"![reconstructions]({ae_figure.name})", "", f"![curves]({ae_curves.name})", "",
+        "```", format_metrics(ae_best, title="autoencoder reconstruction, validation split"), "```", "",
+        "## Zoom-out segmenter (baseline, no regularizer)", "",
+        f"`{seg_cfg.model.name}` with a tiny backbone, trained from scratch on the training images.", "",
+        f"![predictions]({seg_figure.name})", "", f"![curves]({seg_curves.name})", "",
+        "```", format_metrics(seg_best, title="segmentation, validation split"), "```", "",
     ])
     (out / "report.md").write_text(report)
     print()

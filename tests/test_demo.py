@@ -7,12 +7,15 @@ from labelreg.demo import run_demo
 def test_demo_writes_report(tmp_path):
     summary = run_demo(out=tmp_path / "demo", data_root=tmp_path / "data", overrides=[
         "data.synth_labeled=8", "data.synth_depth_only=2", "data.synth_size=[32,48]", "data.crop_size=[32,48]",
-        "train.epochs=1", "data.batch_size=4"])
+        "train.epochs=1", "data.batch_size=4", "data.eval_batch_size=4"])
     out = tmp_path / "demo"
-    for name in ("report.md", "metrics.json", "ae_reconstructions.png", "ae_curves.png"):
+    for name in ("report.md", "metrics.json", "ae_reconstructions.png", "ae_curves.png", "seg_predictions.png",
+                 "seg_curves.png"):
         assert (out / name).is_file(), name
     assert (out / "ae" / "checkpoints" / "best.pt").is_file() and (out / "ae" / "config.yaml").is_file()
     stored = json.loads((out / "metrics.json").read_text())
     assert stored["autoencoder"]["val"]["miou"] == summary["autoencoder"]["val"]["miou"]
     assert 0.0 <= stored["autoencoder"]["val"]["miou"] <= 1.0
-    assert "reconstruction mIoU" in (out / "report.md").read_text()
+    assert 0.0 <= stored["segmenter"]["val"]["miou"] <= 1.0 and (out / "seg" / "checkpoints" / "best.pt").is_file()
+    report = (out / "report.md").read_text()
+    assert "reconstruction mIoU" in report and "zoomout_densenet67" in report
