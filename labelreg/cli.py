@@ -1,4 +1,4 @@
-"""``labelreg <subcommand>``: synth, train-ae, train-seg, train-cls, eval, demo."""
+"""``labelreg <subcommand>``: synth, train-ae, train-seg, train-cls, eval, export, demo."""
 from __future__ import annotations
 
 import argparse
@@ -57,11 +57,32 @@ def cmd_eval(args: argparse.Namespace) -> None:
     checkpoint = load_checkpoint(args.checkpoint)
     cfg = config_from_dict(checkpoint["config"], args.overrides)
     split = args.split or cfg.data.val_split
-    metrics = evaluate_checkpoint(cfg, checkpoint, split, save_predictions=args.save_predictions)
+    metrics = evaluate_checkpoint(cfg, checkpoint, split, save_predictions=args.save_predictions, aux=args.aux)
     print(format_metrics(metrics, title=f"{cfg.name} — {cfg.task} on {cfg.data.dataset} {split}"))
-    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parents[1] / f"eval_{split}.json"
+    folder = Path(args.checkpoint).resolve().parent
+    folder = folder.parent if folder.name == "checkpoints" else folder  # the run directory
+    out = Path(args.out) if args.out else folder / f"eval_{split}{'_aux' if args.aux else ''}.json"
     out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "split": split, "metrics": metrics}, indent=2))
     print(f"wrote {out}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    """Write a regularized run's plain segmenter: same weights, auxiliary branch and decoder dropped."""
+    from labelreg.config import to_dict
+    from labelreg.engine import load_checkpoint, save_checkpoint
+    from labelreg.models.regularizer import plain_segmenter_state
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    cfg = config_from_dict(checkpoint["config"])
+    if cfg.task != "segmentation":
+        raise ConfigError(f"{args.checkpoint} is a {cfg.task!r} checkpoint; export is for segmenters")
+    state = plain_segmenter_state(checkpoint["model"])
+    cfg.regularizer.kind = "none"
+    cfg.model.pretrained_backbone = cfg.model.init_from = None
+    save_checkpoint(args.out, {"model": state, "config": to_dict(cfg), "exported_from": str(args.checkpoint),
+                               "metrics": checkpoint.get("metrics", {})})
+    dropped = len(checkpoint["model"]) - len(state)
+    print(f"wrote {args.out}: {cfg.model.name}, {len(state)} tensors ({dropped} of the auxiliary branch dropped)")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -101,7 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--save-predictions", default=None, metavar="DIR",
                           help="segmentation: write each prediction as DIR/<image id>.png (VOC palette)")
     evaluate.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. data.root=/data/voc")
+    evaluate.add_argument("--aux", action="store_true",
+                          help="regularized segmenters: also score the auxiliary output through the decoder")
     evaluate.set_defaults(run=cmd_eval)
+
+    export = commands.add_parser("export", help="write the plain segmenter of a regularized run (no decoder)")
+    export.add_argument("--checkpoint", required=True)
+    export.add_argument("--out", required=True, help="output .pt (loads with labelreg eval --checkpoint)")
+    export.set_defaults(run=cmd_export)
 
     demo = commands.add_parser("demo", help="synthetic data → phase one, with a report in runs/demo")
     demo.add_argument("--out", default="runs/demo")

@@ -61,7 +61,8 @@ class ModelConfig:
     variant: str = "128"  # autoencoder variant: "32" | "128" | "256"
     pretrained_backbone: str | None = None  # None, "imagenet" (torchvision download) or a local .pth path
     freeze_bn: bool = False  # backbone BatchNorm statistics frozen (§3.5.1)
-    freeze_backbone: bool = False  # backbone parameters not trained (first stage of the pretrained recipe)
+    freeze_backbone: bool = False  # backbone parameters never trained
+    freeze_backbone_epochs: int = 0  # backbone frozen for the first N epochs, then trained (pretrained recipe)
     calibration_batches: int = 10  # batches used to estimate zoom-out feature normalisation
     init_from: str | None = None  # start from this checkpoint's model weights (e.g. the previous stage of a recipe)
     options: dict[str, Any] = field(default_factory=dict)  # keyword options of the model builder
@@ -79,6 +80,20 @@ class OptimConfig:
     gamma: float = 0.1
     poly_power: float = 0.9
     grad_clip: float | None = None  # max global grad norm
+
+
+@dataclass
+class RegularizerConfig:
+    """Phase two (SPEC §4): an auxiliary branch through the phase-one autoencoder."""
+
+    kind: str = "none"  # "none" | "decoder" | "encoder" (thesis Fig. 5.1 / Fig. 5.4)
+    autoencoder: str | None = None  # phase-one checkpoint (runs/<ae>/checkpoints/best.pt)
+    random_init: bool = False  # ablation: skip phase one, use a randomly initialised decoder/encoder
+    variant: str = "128"  # autoencoder variant when random_init (otherwise the checkpoint's)
+    frozen: bool = True  # ablation: False trains the decoder/encoder too
+    loss: str = "ce"  # decoder branch: "ce" against the labels, or "mse" between softmax and one-hot
+    weight: float = 0.5  # weight of the auxiliary loss term "aux" (thesis' best: 0.5)
+    tap: str | None = None  # feature the auxiliary 1×1 conv reads (None: automatic, see regularizer.choose_tap)
 
 
 @dataclass
@@ -115,6 +130,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -163,6 +179,8 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
             pass
     if kind is int and isinstance(value, bool):
         raise ConfigError(f"{key}: expected int, got {value!r}")
+    if kind is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # YAML reads variant=32 as a number; a name field wants the text
     if kind is Any or isinstance(value, kind):
         return value
     raise ConfigError(f"{key}: expected {_type_name(kind)}, got {value!r} ({type(value).__name__})")

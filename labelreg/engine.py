@@ -51,6 +51,8 @@ class Task:
     - ``evaluate(model, loader, device) -> metrics``: flat dict of floats (the
       engine prefixes them with ``val/`` in logs).
     - ``visualize(model, batch) -> 3×H×W float image in [0, 1]`` (optional, for TensorBoard).
+    - ``before_epoch(epoch)`` (optional): runs before each epoch, also after a resume, so
+      epoch-dependent state (like a backbone frozen for the first epochs) is a function of the epoch.
     """
 
     model: nn.Module
@@ -61,6 +63,7 @@ class Task:
     evaluate: Callable[[nn.Module, Iterable[Batch], torch.device], dict[str, float]]
     visualize: Callable[[nn.Module, Batch], torch.Tensor] | None = None
     generators: list[torch.Generator] = field(default_factory=list)  # reseeded every epoch
+    before_epoch: Callable[[int], None] | None = None  # called with the 0-based epoch (e.g. staged freezing)
 
 
 @dataclass
@@ -418,6 +421,8 @@ def fit(cfg: Config, task: Task, train_loader: DataLoader, val_loader: DataLoade
             for generator in [train_loader.generator, *task.generators]:
                 if generator is not None:
                     generator.manual_seed(epoch_seed(cfg.train.seed, state.epoch))
+            if task.before_epoch is not None:
+                task.before_epoch(state.epoch)
             started = time.perf_counter()
             train_means = train_one_epoch(task, train_loader, optimizer, scheduler, scaler, state, cfg, device, writer)
             state.epoch += 1

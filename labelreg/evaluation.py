@@ -18,30 +18,43 @@ from labelreg.metrics import SegMetrics
 def evaluate_segmentation(model: nn.Module, loader: Iterable[Batch], device: torch.device, *, num_classes: int,
                           preprocess: Callable[[Batch], Batch], forward: Callable[[nn.Module, Batch], dict],
                           output_key: str = "seg", amp: str = "none", class_names: list[str] | None = None,
-                          save_predictions: str | Path | None = None) -> dict[str, float]:
+                          save_predictions: str | Path | None = None,
+                          extra_outputs: dict[str, str] | None = None) -> dict[str, float]:
     """Confusion-matrix metrics of ``outputs[output_key]`` against ``batch['label']`` over the whole loader.
 
-    With ``save_predictions`` every prediction is also written there as ``<name>.png`` (VOC palette),
-    cropped back to the image's original size when the batch was padded.
+    ``extra_outputs`` maps further output names to a metric prefix (``{"aux_seg": "aux_"}`` adds
+    ``aux_miou``…), scored in the same pass. With ``save_predictions`` every prediction is also
+    written there as ``<name>.png`` (VOC palette), cropped back to the original size when padded.
     """
     metrics = SegMetrics(num_classes, device=device)
+    extra = {key: SegMetrics(num_classes, device=device) for key in (extra_outputs or {})}
     for batch, outputs in predict_batches(model, loader, device, preprocess, forward, amp):
         metrics.update(outputs[output_key], batch["label"])
+        for key, extra_metrics in extra.items():
+            extra_metrics.update(outputs[key], batch["label"])
         if save_predictions is not None:
             prediction = outputs[output_key].argmax(1)
             padded_only = "size" in batch and tuple(prediction.shape[-2:]) == tuple(batch["size"].max(0).values.tolist())
             save_label_pngs(prediction, batch["name"], save_predictions, batch["size"] if padded_only else None)
     result = metrics.compute()
     flat = {key: value for key, value in result.items() if isinstance(value, float)}
+    for key, extra_metrics in extra.items():
+        flat.update({f"{extra_outputs[key]}{name}": value for name, value in extra_metrics.compute().items()
+                     if isinstance(value, float)})
     names = class_names or [str(index) for index in range(num_classes)]
     for name, iou in zip(names, result["per_class_iou"]):
         flat[f"iou/{name}"] = iou
     return flat
 
 
-def evaluate_checkpoint(cfg: Config, checkpoint: dict, split: str,
-                        save_predictions: str | Path | None = None) -> dict[str, float]:
-    """Rebuild the model of ``cfg.task`` from ``checkpoint`` and evaluate it on ``split``."""
+def evaluate_checkpoint(cfg: Config, checkpoint: dict, split: str, save_predictions: str | Path | None = None,
+                        aux: bool = False) -> dict[str, float]:
+    """Rebuild the model of ``cfg.task`` from ``checkpoint`` and evaluate it on ``split``.
+
+    A regularized segmenter is evaluated as the plain segmenter (its auxiliary branch is
+    dropped, so no autoencoder is needed) unless ``aux``: then the auxiliary output through
+    the decoder is scored as well (``aux_miou``…), with the decoder weights from the checkpoint.
+    """
     if cfg.task == "classification":
         from labelreg.train_cls import evaluate_classifier_checkpoint
 
@@ -57,9 +70,18 @@ def evaluate_checkpoint(cfg: Config, checkpoint: dict, split: str,
         model = build_autoencoder(cfg, num_classes)
         task = build_task(cfg, model, class_names)
     elif cfg.task == "segmentation":
+        from labelreg.models.regularizer import plain_segmenter_state
         from labelreg.train_seg import build_model, segmentation_task
 
-        model = build_model(cfg, num_classes)
+        regularized = any(key.startswith("segmenter.") for key in checkpoint["model"])
+        if aux and not regularized:
+            raise ConfigError("--aux needs a checkpoint trained with a regularizer (regularizer.kind decoder/encoder)")
+        if aux:  # the checkpoint holds the decoder's weights: no need for the phase-one file
+            cfg.regularizer.random_init = True
+        cfg.model.pretrained_backbone = cfg.model.init_from = None  # weights come from the checkpoint
+        model = build_model(cfg, num_classes, with_regularizer=aux)
+        if not aux:
+            checkpoint = {**checkpoint, "model": plain_segmenter_state(checkpoint["model"])}
         task = segmentation_task(cfg, model, class_names, save_predictions=save_predictions)
     else:
         raise ConfigError(f"task={cfg.task!r}: labelreg eval knows 'autoencoder', 'segmentation' and 'classification'")

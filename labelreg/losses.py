@@ -50,3 +50,13 @@ def inverse_frequency_weights(frequencies: torch.Tensor) -> torch.Tensor:
     weights = torch.zeros_like(frequencies, dtype=torch.float32)
     weights[present] = (1.0 / frequencies[present]).float()
     return weights / weights[present].mean()
+
+
+def masked_one_hot_mse(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Mean squared error between softmax(logits) and the one-hot target over non-ignored pixels
+    (the thesis' "†" auxiliary loss), averaged over pixels and classes."""
+    probabilities = logits.float().softmax(dim=1)
+    valid = target != ignore_index
+    onehot = F.one_hot(torch.where(valid, target, torch.zeros_like(target)), logits.shape[1]).permute(0, 3, 1, 2)
+    squared = ((probabilities - onehot.float()) ** 2).mean(dim=1)
+    return (squared * valid).sum() / valid.sum().clamp(min=1)

@@ -1,82 +1,137 @@
-"""Train a segmenter from ``labelreg.models.MODELS`` (`labelreg train-seg`), no regularizer yet."""
+"""Train a segmenter from ``labelreg.models.MODELS`` (`labelreg train-seg`), optionally with the
+phase-two label-structure regularizer (``regularizer`` config section, SPEC §4)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from labelreg.config import Config, ConfigError
-from labelreg.data.transforms import denormalize
 from labelreg.data.build import build_augmentations, build_dataset, dataset_class_names, dataset_num_classes
-from labelreg.engine import Batch, Task, fit, make_loader, resolve_device, seed_everything, to_device
+from labelreg.data.transforms import denormalize
+from labelreg.engine import Batch, Task, fit, load_checkpoint, make_loader, resolve_device, seed_everything, to_device
 from labelreg.evaluation import evaluate_segmentation
 from labelreg.inference import predict_probabilities
-from labelreg.losses import class_frequencies, inverse_frequency_weights, masked_cross_entropy
-from labelreg.models import MODELS, build_segmenter
+from labelreg.losses import class_frequencies, inverse_frequency_weights, masked_cross_entropy, masked_one_hot_mse
+from labelreg.models import MODELS, LabelAutoencoder, build_segmenter
+from labelreg.models.regularizer import DecoderRegularized, EncoderRegularized, plain_segmenter_state
 from labelreg.viz import image_grid, label_image, to_uint8_image
+
+REGULARIZERS = ("none", "decoder", "encoder")
 
 
 def segmenter_forward(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
     return model(batch["image"])
 
 
-def make_losses(class_weights: torch.Tensor | None):
-    """Loss terms: ``ce`` on the main output, ``psp_aux`` on PSPNet's auxiliary head when present."""
+def make_losses(cfg: Config, model: nn.Module, class_weights: torch.Tensor | None):
+    """Named loss terms: ``ce`` (primary), ``psp_aux`` (PSPNet's stage-3 head), ``aux`` (regularizer)."""
 
     def losses(outputs: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
-        weight = class_weights.to(outputs["seg"].device) if class_weights is not None else None
-        terms = {"ce": masked_cross_entropy(outputs["seg"], batch["label"], weight=weight)}
+        label = batch["label"]
+        weight = class_weights.to(label.device) if class_weights is not None else None
+        terms = {"ce": masked_cross_entropy(outputs["seg"], label, weight=weight)}
+        if "psp_aux_seg" in outputs:
+            terms["psp_aux"] = masked_cross_entropy(outputs["psp_aux_seg"], label, weight=weight)
         if "aux_seg" in outputs:
-            terms["psp_aux"] = masked_cross_entropy(outputs["aux_seg"], batch["label"], weight=weight)
+            terms["aux"] = (masked_cross_entropy(outputs["aux_seg"], label) if cfg.regularizer.loss == "ce"
+                            else masked_one_hot_mse(outputs["aux_seg"], label))
+        if "aux_features" in outputs:
+            target = model.encoder_targets(label, tuple(outputs["aux_features"].shape[-2:]))
+            terms["aux"] = F.mse_loss(outputs["aux_features"].float(), target.float())
         return terms
 
     return losses
 
 
-def build_model(cfg: Config, num_classes: int) -> nn.Module:
+def load_autoencoder(cfg: Config, num_classes: int) -> LabelAutoencoder:
+    """The phase-one autoencoder named by ``regularizer.autoencoder`` (or a random one for the ablation)."""
+    reg = cfg.regularizer
+    if reg.random_init:
+        return LabelAutoencoder(num_classes, reg.variant)
+    if not reg.autoencoder:
+        raise ConfigError("regularizer.autoencoder must name a phase-one checkpoint (or set regularizer.random_init)")
+    checkpoint = load_checkpoint(reg.autoencoder)
+    stored = checkpoint.get("config", {}).get("model", {})
+    autoencoder = LabelAutoencoder(checkpoint["model"]["decoder.classifier.weight"].shape[0],
+                                   stored.get("variant", reg.variant))
+    if autoencoder.num_classes != num_classes:
+        raise ConfigError(f"regularizer.autoencoder {reg.autoencoder} was trained on {autoencoder.num_classes} classes, "
+                          f"the data set has {num_classes}")
+    autoencoder.load_state_dict(checkpoint["model"])
+    reg.variant = autoencoder.variant  # recorded in the run's config, so evaluation can rebuild the branch
+    return autoencoder
+
+
+def build_model(cfg: Config, num_classes: int, *, with_regularizer: bool = True) -> nn.Module:
+    """The configured segmenter, wrapped in its regularizer unless ``with_regularizer`` is False."""
     if cfg.model.name not in MODELS:
         raise ConfigError(f"model.name={cfg.model.name!r}; available segmenters: {', '.join(sorted(MODELS))}")
     if cfg.model.num_classes is not None and cfg.model.num_classes != num_classes:
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the dataset has {num_classes} classes")
+    if cfg.regularizer.kind not in REGULARIZERS:
+        raise ConfigError(f"regularizer.kind={cfg.regularizer.kind!r}; choose one of {REGULARIZERS}")
+    if cfg.regularizer.loss not in ("ce", "mse"):
+        raise ConfigError(f"regularizer.loss={cfg.regularizer.loss!r}; choose 'ce' or 'mse'")
     try:
         model = build_segmenter(cfg.model.name, num_classes=num_classes, pretrained_backbone=cfg.model.pretrained_backbone,
                                 freeze_bn=cfg.model.freeze_bn, **cfg.model.options)
     except TypeError as error:  # an unknown builder keyword in model.options
         raise ConfigError(f"model.options for {cfg.model.name}: {error}") from error
     if cfg.model.init_from:
-        from labelreg.engine import load_checkpoint
-
-        model.load_state_dict(load_checkpoint(cfg.model.init_from)["model"])
+        model.load_state_dict(plain_segmenter_state(load_checkpoint(cfg.model.init_from)["model"]))
     if cfg.model.freeze_backbone:
         for parameter in model.backbone.parameters():
             parameter.requires_grad_(False)
-    return model
+    if not with_regularizer or cfg.regularizer.kind == "none":
+        return model
+    autoencoder = load_autoencoder(cfg, num_classes)
+    if cfg.regularizer.kind == "decoder":
+        return DecoderRegularized(model, autoencoder, tap=cfg.regularizer.tap, frozen=cfg.regularizer.frozen)
+    return EncoderRegularized(model, autoencoder, frozen=cfg.regularizer.frozen)
 
 
 def segmentation_task(cfg: Config, model: nn.Module, class_names: list[str],
                       class_weights: torch.Tensor | None = None, save_predictions: str | Path | None = None) -> Task:
     train_augment, eval_augment = build_augmentations(cfg.data)
+    has_aux_output = isinstance(model, DecoderRegularized)
 
     def predict(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
-        return {"seg": predict_probabilities(model, batch["image"], scales=cfg.eval.scales,
-                                             short_sides=cfg.eval.short_sides, flip=cfg.eval.flip)}
+        outputs = {"seg": predict_probabilities(model, batch["image"], scales=cfg.eval.scales,
+                                                short_sides=cfg.eval.short_sides, flip=cfg.eval.flip)}
+        if has_aux_output:  # the decoder's view, single scale (thesis Fig. 5.6)
+            outputs["aux_seg"] = model(batch["image"])["aux_seg"]
+        return outputs
 
     def evaluate(model: nn.Module, loader, device: torch.device) -> dict[str, float]:
         return evaluate_segmentation(model, loader, device, num_classes=len(class_names), preprocess=eval_augment,
                                      forward=predict, amp=cfg.train.amp, class_names=class_names,
-                                     save_predictions=save_predictions)
+                                     save_predictions=save_predictions,
+                                     extra_outputs={"aux_seg": "aux_"} if has_aux_output else None)
 
     def visualize(model: nn.Module, batch: Batch) -> torch.Tensor:
-        prediction = predict(model, batch)["seg"].argmax(1)
-        rows = [[to_uint8_image(denormalize(batch["image"][i:i + 1])[0]), label_image(batch["label"][i]),
-                 label_image(prediction[i])] for i in range(min(cfg.train.images_to_log, len(prediction)))]
+        outputs = predict(model, batch)
+        rows = []
+        for i in range(min(cfg.train.images_to_log, len(batch["image"]))):
+            row = [to_uint8_image(denormalize(batch["image"][i:i + 1])[0]), label_image(batch["label"][i]),
+                   label_image(outputs["seg"][i].argmax(0))]
+            if "aux_seg" in outputs:
+                row.append(label_image(outputs["aux_seg"][i].argmax(0)))
+            rows.append(row)
         return torch.from_numpy(image_grid(rows)).permute(2, 0, 1).float() / 255
 
+    def before_epoch(epoch: int) -> None:
+        """Pretrained recipe: the backbone stays frozen for the first ``model.freeze_backbone_epochs``."""
+        if cfg.model.freeze_backbone_epochs and not cfg.model.freeze_backbone:
+            for parameter in model.backbone.parameters():
+                parameter.requires_grad_(epoch >= cfg.model.freeze_backbone_epochs)
+
     return Task(model=model, augment=train_augment, eval_augment=eval_augment, forward=segmenter_forward,
-                losses=make_losses(class_weights), evaluate=evaluate, visualize=visualize,
-                generators=[train_augment.generator])
+                losses=make_losses(cfg, model, class_weights), evaluate=evaluate, visualize=visualize,
+                generators=[train_augment.generator], before_epoch=before_epoch)
 
 
 def asymmetric_weights(cfg: Config, train_set, num_classes: int) -> torch.Tensor:
@@ -95,16 +150,26 @@ def asymmetric_weights(cfg: Config, train_set, num_classes: int) -> torch.Tensor
 
 def calibrate_feature_normalisation(cfg: Config, model: nn.Module, loader, task: Task, device: torch.device) -> None:
     """Zoom-out models with ``normalize``: estimate per-channel mean/std from a few training batches."""
-    head = getattr(model, "head", None)
-    if not getattr(head, "normalize", False):
+    segmenter = getattr(model, "segmenter", model)
+    if not getattr(getattr(segmenter, "head", None), "normalize", False):
         return
     batches = []
     for index, batch in enumerate(loader):
         if index >= cfg.model.calibration_batches:
             break
         batches.append(task.eval_augment(to_device(batch, device))["image"])
-    model.calibrate(batches)
+    segmenter.calibrate(batches)
     print(f"[{cfg.name}] zoom-out feature normalisation estimated from {len(batches)} batches")
+
+
+def default_loss_weights(cfg: Config, model: nn.Module) -> dict[str, float]:
+    """Loss weights with the defaults of each term the model produces, overridden by the config."""
+    defaults = {}
+    if getattr(getattr(model, "segmenter", model), "aux_head", None) is not None:
+        defaults["psp_aux"] = 0.4  # PSPNet's auxiliary head
+    if cfg.regularizer.kind != "none":
+        defaults["aux"] = cfg.regularizer.weight
+    return {**defaults, **cfg.train.loss_weights}
 
 
 def train(cfg: Config, resume: str | Path | None = None) -> dict:
@@ -116,8 +181,7 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
     model = build_model(cfg, num_classes).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if getattr(model, "aux_head", None) is not None:
-        cfg.train.loss_weights = {"psp_aux": 0.4, **cfg.train.loss_weights}  # PSPNet's auxiliary weight
+    cfg.train.loss_weights = default_loss_weights(cfg, model)  # written to config.yaml, so the run shows them
     if cfg.train.loss not in ("ce", "asymmetric"):
         raise ConfigError(f"train.loss={cfg.train.loss!r}; choose 'ce' or 'asymmetric'")
     weights = asymmetric_weights(cfg, train_set, num_classes) if cfg.train.loss == "asymmetric" else None
@@ -129,9 +193,10 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
     if resume is None and cfg.model.init_from is None:  # a started model keeps its statistics
         calibrate_feature_normalisation(cfg, model, train_loader, task, device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"[{cfg.name}] {cfg.model.name} on {cfg.data.dataset} ({num_classes} classes): {len(train_set)} train / "
-          f"{len(val_set)} val, {sum(p.numel() for p in model.parameters()):,} parameters ({trainable:,} trainable), "
-          f"device {device}")
+    regularizer = "" if cfg.regularizer.kind == "none" else f" + {cfg.regularizer.kind} regularizer"
+    print(f"[{cfg.name}] {cfg.model.name}{regularizer} on {cfg.data.dataset} ({num_classes} classes): "
+          f"{len(train_set)} train / {len(val_set)} val, {sum(p.numel() for p in model.parameters()):,} parameters "
+          f"({trainable:,} trainable), device {device}")
     state = fit(cfg, task, train_loader, val_loader, device=device, resume=resume)
     return {"epoch": state.epoch, "step": state.step, "best_value": state.best_value, "best_epoch": state.best_epoch,
             "history": state.history}

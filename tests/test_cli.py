@@ -83,3 +83,61 @@ def test_console_script_is_installed():
     assert result.returncode == 0
     for command in ("synth", "train-ae", "eval", "demo"):
         assert command in result.stdout
+
+
+TINY_SEG = ("model.options={hidden: 16, backbone_options: {growth_rate: 8, block_config: [1, 1, 1, 1], "
+            "stem_channels: [8, 8, 8]}}")
+
+
+def test_phase_two_train_eval_export(tiny_synthetic, tmp_path, capsys):
+    ae_config = str(CONFIGS / "demo" / "ae-128_synth-nyu40.yaml")
+    seg_config = str(CONFIGS / "demo" / "zoomout-densenet67-tiny_synth-nyu40.yaml")
+    common = tiny_overrides(tiny_synthetic.root, tmp_path)[1:]  # all but the name
+    assert main(["train-ae", "--config", ae_config, *common, "name=ae", "train.epochs=1"]) == 0
+    autoencoder = tmp_path / "ae" / "checkpoints" / "best.pt"
+    assert main(["train-seg", "--config", seg_config, *common, "name=reg", TINY_SEG, "regularizer.kind=decoder",
+                 f"regularizer.autoencoder={autoencoder}"]) == 0
+    run = tmp_path / "reg"
+    checkpoint = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert checkpoint["config"]["train"]["loss_weights"] == {"aux": 0.5}
+    assert "val/aux_miou" in checkpoint["metrics"] and "train/aux" in checkpoint["metrics"]
+    capsys.readouterr()
+
+    # plain evaluation needs no autoencoder file; --aux scores the decoder's output too
+    autoencoder.rename(tmp_path / "moved.pt")
+    assert main(["eval", "--checkpoint", str(run / "checkpoints" / "best.pt")]) == 0
+    plain = json.loads((run / "eval_test.json").read_text())["metrics"]
+    assert plain["miou"] == pytest.approx(checkpoint["metrics"]["val/miou"], abs=1e-6)
+    assert main(["eval", "--checkpoint", str(run / "checkpoints" / "best.pt"), "--aux"]) == 0
+    with_aux = json.loads((run / "eval_test_aux.json").read_text())["metrics"]
+    assert with_aux["aux_miou"] == pytest.approx(checkpoint["metrics"]["val/aux_miou"], abs=1e-6)
+
+    exported = tmp_path / "exported" / "plain.pt"
+    assert main(["export", "--checkpoint", str(run / "checkpoints" / "best.pt"), "--out", str(exported)]) == 0
+    assert not any(key.startswith(("segmenter.", "decoder.")) for key in load_checkpoint(exported)["model"])
+    assert main(["eval", "--checkpoint", str(exported)]) == 0
+    assert json.loads((exported.parent / "eval_test.json").read_text())["metrics"]["miou"] == plain["miou"]
+    assert main(["eval", "--checkpoint", str(exported), "--aux"]) == 2
+    assert "--aux needs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("overrides", [
+    ["regularizer.kind=encoder", "regularizer.random_init=true", "regularizer.variant=32"],
+    ["regularizer.kind=decoder", "regularizer.random_init=true", "regularizer.frozen=false", "regularizer.loss=mse"],
+    ["model.freeze_backbone_epochs=1", "train.epochs=2"],
+], ids=["encoder", "unfrozen-random-mse", "staged-freezing"])
+def test_regularizer_variants_train(tiny_synthetic, tmp_path, overrides):
+    seg_config = str(CONFIGS / "demo" / "zoomout-densenet67-tiny_synth-nyu40.yaml")
+    assert main(["train-seg", "--config", seg_config, *tiny_overrides(tiny_synthetic.root, tmp_path), TINY_SEG,
+                 "train.epochs=1", *overrides]) == 0
+    history = json.loads((tmp_path / "tiny" / "metrics.json").read_text())["history"]
+    assert all(entry["train/total"] == entry["train/total"] for entry in history)  # finite
+
+
+def test_regularizer_config_errors(tiny_synthetic, tmp_path, capsys):
+    seg_config = str(CONFIGS / "demo" / "zoomout-densenet67-tiny_synth-nyu40.yaml")
+    base = [*tiny_overrides(tiny_synthetic.root, tmp_path), TINY_SEG]
+    assert main(["train-seg", "--config", seg_config, *base, "regularizer.kind=decoder"]) == 2
+    assert "regularizer.autoencoder must name" in capsys.readouterr().err
+    assert main(["train-seg", "--config", seg_config, *base, "regularizer.kind=magic"]) == 2
+    assert "regularizer.kind='magic'" in capsys.readouterr().err

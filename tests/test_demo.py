@@ -2,6 +2,7 @@
 import json
 
 from labelreg.demo import run_demo
+from labelreg.engine import load_checkpoint
 
 
 def test_demo_writes_report(tmp_path):
@@ -10,12 +11,15 @@ def test_demo_writes_report(tmp_path):
         "train.epochs=1", "data.batch_size=4", "data.eval_batch_size=4"])
     out = tmp_path / "demo"
     for name in ("report.md", "metrics.json", "ae_reconstructions.png", "ae_curves.png", "seg_predictions.png",
-                 "seg_curves.png"):
+                 "seg_curves.png", "seg_reg_curves.png"):
         assert (out / name).is_file(), name
     assert (out / "ae" / "checkpoints" / "best.pt").is_file() and (out / "ae" / "config.yaml").is_file()
     stored = json.loads((out / "metrics.json").read_text())
     assert stored["autoencoder"]["val"]["miou"] == summary["autoencoder"]["val"]["miou"]
     assert 0.0 <= stored["autoencoder"]["val"]["miou"] <= 1.0
     assert 0.0 <= stored["segmenter"]["val"]["miou"] <= 1.0 and (out / "seg" / "checkpoints" / "best.pt").is_file()
+    assert stored["regularized"]["regularizer"] == "decoder" and 0.0 <= stored["regularized"]["val"]["aux_miou"] <= 1
+    regularized = (out / "seg_reg" / "checkpoints" / "best.pt")
+    assert regularized.is_file() and "val/aux_miou" in load_checkpoint(regularized)["metrics"]
     report = (out / "report.md").read_text()
     assert "reconstruction mIoU" in report and "zoomout_densenet67" in report

@@ -66,9 +66,9 @@ def test_pspnet_features_include_pyramid_pooling():
     model = build("pspnet_resnet50").eval()
     with torch.no_grad():
         out = model(torch.randn(1, 3, 64, 64))
-    assert out["features"]["ppm"].shape[1] == 4096 and "aux_seg" not in out
+    assert out["features"]["ppm"].shape[1] == 4096 and "psp_aux_seg" not in out
     model.train()
-    assert "aux_seg" in model(torch.randn(2, 3, 64, 64))
+    assert "psp_aux_seg" in model(torch.randn(2, 3, 64, 64))
 
 
 def test_unknown_names_and_taps_are_clear_errors():

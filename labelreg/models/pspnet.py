@@ -40,7 +40,7 @@ def classifier_head(in_channels: int, width: int, num_classes: int, dropout: flo
 
 
 class PSPNet(nn.Module):
-    """``forward(x)`` → ``{"seg": B×C×H×W, "aux_seg": B×C×H×W (aux, training only), "features": taps + "ppm"}``.
+    """``forward(x)`` → ``{"seg": B×C×H×W, "psp_aux_seg": B×C×H×W (aux, training only), "features": taps + "ppm"}``.
 
     The auxiliary head reads the ``layer3`` tap (its loss weight, 0.4 in the paper, lives in the
     trainer's loss weights as ``psp_aux``).
@@ -69,5 +69,5 @@ class PSPNet(nn.Module):
                    "features": {**taps, "ppm": pooled}}
         if self.aux_head is not None and self.training:  # only training uses it
             aux = self.aux_head(taps[self.aux_tap])
-            outputs["aux_seg"] = F.interpolate(aux, size=size, mode="bilinear", align_corners=False)
+            outputs["psp_aux_seg"] = F.interpolate(aux, size=size, mode="bilinear", align_corners=False)
         return outputs

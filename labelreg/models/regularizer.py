@@ -1,0 +1,161 @@
+"""Phase two: label-structure regularization through the phase-one autoencoder (thesis §5.3.3, SPEC §4).
+
+``DecoderRegularized`` wraps any segmenter from ``MODELS`` without editing it: a new
+1×1 conv predicts the decoder's input (the label code, 1/16 of the image) from one
+of the segmenter's feature maps, and the phase-one decoder turns that prediction
+into an auxiliary segmentation. The decoder is frozen — no parameter updates,
+BatchNorm in eval mode — yet gradients flow through it into the segmenter.
+
+``EncoderRegularized`` is the alternative of thesis Fig. 5.4: a 1×1 conv regresses
+the frozen encoder's conv1 and conv3 activations of the ground truth (both on the
+zoom-out grid, concatenated) from the segmenter's zoom-out features. The
+zoom-out features used are the first MLP layer's pre-activation
+(``features["zoomout_hidden"]``), a learned linear projection of the concatenated
+taps, since the concatenation itself is never built (see ``zoomout``).
+
+Both keep the segmenter under ``self.segmenter``; ``plain_segmenter_state`` strips
+everything else, so an exported model is architecturally the plain segmenter.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from labelreg.models.autoencoder import DOWNSAMPLING, LabelAutoencoder, one_hot_labels
+from labelreg.models.zoomout import resize_to_grid
+
+PROBE_SIZE = (128, 128)
+
+
+@torch.no_grad()
+def probe_features(segmenter: nn.Module, size: tuple[int, int] = PROBE_SIZE) -> dict[str, torch.Size]:
+    """Shapes of the segmenter's named features for a 1×3×size input (one forward in eval mode)."""
+    was_training = segmenter.training
+    segmenter.eval()
+    try:
+        device = next(segmenter.parameters()).device
+        features = segmenter(torch.zeros(1, 3, *size, device=device))["features"]
+    finally:
+        segmenter.train(was_training)
+    return {name: value.shape for name, value in features.items()}
+
+
+def choose_tap(shapes: dict[str, torch.Size], requested: str | None = None,
+               size: tuple[int, int] = PROBE_SIZE) -> str:
+    """The feature map the auxiliary 1×1 conv reads.
+
+    ``requested`` if given; else PSPNet's pyramid-pooling output (``ppm``); else the
+    deepest feature at the decoder input's resolution (1/16: VGG-16 conv5_3, DenseNet
+    block3, ResNet layer3, SUNet block3); else the deepest feature (resized).
+    """
+    if requested is not None:
+        if requested not in shapes:
+            raise ValueError(f"regularizer.tap={requested!r} is not a feature of this model; choose from {list(shapes)}")
+        return requested
+    if "ppm" in shapes:
+        return "ppm"
+    code = (math.ceil(size[0] / DOWNSAMPLING), math.ceil(size[1] / DOWNSAMPLING))
+    candidates = [name for name, shape in shapes.items() if name != "zoomout_hidden" and tuple(shape[-2:]) == code]
+    return candidates[-1] if candidates else [name for name in shapes if name != "zoomout_hidden"][-1]
+
+
+class _Regularized(nn.Module):
+    """Common part: the wrapped segmenter, the frozen (or not) autoencoder half, train-mode handling."""
+
+    def __init__(self, segmenter: nn.Module, frozen_part: nn.Module, frozen: bool) -> None:
+        super().__init__()
+        self.segmenter = segmenter
+        self.frozen = frozen
+        if frozen:
+            frozen_part.eval()
+            for parameter in frozen_part.parameters():
+                parameter.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "_Regularized":
+        super().train(mode)
+        if self.frozen:
+            self._frozen_part().eval()  # BatchNorm uses phase one's running statistics
+        return self
+
+    def _frozen_part(self) -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        groups = self.segmenter.param_groups()
+        own = [p for name, p in self.named_parameters() if not name.startswith("segmenter.")]
+        return {**groups, "head": groups.get("head", []) + own}
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.segmenter.backbone
+
+
+class DecoderRegularized(_Regularized):
+    """``forward(x)`` → the segmenter's outputs plus ``aux_seg`` (B×C×H×W through the decoder) and
+    ``aux_code`` (B×K×⌈H/16⌉×⌈W/16⌉, the predicted decoder input)."""
+
+    def __init__(self, segmenter: nn.Module, autoencoder: LabelAutoencoder, *, tap: str | None = None,
+                 frozen: bool = True) -> None:
+        shapes = probe_features(segmenter)
+        super().__init__(segmenter, autoencoder.decoder, frozen)
+        self.tap = choose_tap(shapes, tap)
+        self.decoder = autoencoder.decoder
+        self.to_code = nn.Conv2d(shapes[self.tap][1], autoencoder.code_channels, 1)
+
+    def _frozen_part(self) -> nn.Module:
+        return self.decoder
+
+    def forward(self, x: torch.Tensor) -> dict:
+        outputs = self.segmenter(x)
+        code_size = (math.ceil(x.shape[-2] / DOWNSAMPLING), math.ceil(x.shape[-1] / DOWNSAMPLING))
+        feature = outputs["features"][self.tap]
+        if tuple(feature.shape[-2:]) != code_size:
+            feature = F.interpolate(feature, size=code_size, mode="bilinear", align_corners=False)
+        code = self.to_code(feature)
+        aux = self.decoder(code)  # B×C×16h×16w
+        outputs["aux_seg"] = F.interpolate(aux, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        outputs["aux_code"] = code
+        return outputs
+
+
+class EncoderRegularized(_Regularized):
+    """``forward(x)`` → the segmenter's outputs plus ``aux_features`` (B×(c1+c3)×grid), the predicted
+    encoder activations; ``encoder_targets(label, grid)`` gives what they regress to."""
+
+    def __init__(self, segmenter: nn.Module, autoencoder: LabelAutoencoder, *, frozen: bool = True) -> None:
+        shapes = probe_features(segmenter)
+        if "zoomout_hidden" not in shapes:
+            raise ValueError("the encoder regularizer needs a zoom-out segmenter (features['zoomout_hidden'])")
+        super().__init__(segmenter, autoencoder.encoder, frozen)
+        self.encoder = autoencoder.encoder
+        self.num_classes = autoencoder.num_classes
+        widths = [conv[0].out_channels for conv in self.encoder.convs]
+        self.to_encoder = nn.Conv2d(shapes["zoomout_hidden"][1], widths[0] + widths[2], 1)
+
+    def _frozen_part(self) -> nn.Module:
+        return self.encoder
+
+    def forward(self, x: torch.Tensor) -> dict:
+        outputs = self.segmenter(x)
+        outputs["aux_features"] = self.to_encoder(outputs["features"]["zoomout_hidden"])
+        return outputs
+
+    def encoder_targets(self, label: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """B×H×W ground truth → B×(c1+c3)×grid: encoder conv1 and conv3 activations resized to the grid."""
+        height, width = label.shape[-2:]
+        padded = F.pad(label, (0, -width % DOWNSAMPLING, 0, -height % DOWNSAMPLING), value=255)
+        with torch.set_grad_enabled(not self.frozen and torch.is_grad_enabled()):
+            features = self.encoder.forward_features(one_hot_labels(padded, self.num_classes))
+        conv1 = features["conv1"][..., :height, :width]
+        conv3 = features["conv3"][..., : math.ceil(height / 4), : math.ceil(width / 4)]
+        return torch.cat([resize_to_grid(conv1, grid), resize_to_grid(conv3, grid)], dim=1)
+
+
+def plain_segmenter_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A regularized model's state dict → the plain segmenter's (a plain one passes through unchanged)."""
+    if not any(key.startswith("segmenter.") for key in state_dict):
+        return dict(state_dict)
+    return {key.removeprefix("segmenter."): value for key, value in state_dict.items() if key.startswith("segmenter.")}

@@ -1,0 +1,120 @@
+"""Phase two: the auxiliary branch through the frozen decoder (and the encoder variant)."""
+import pytest
+import torch
+
+from labelreg.losses import masked_cross_entropy, masked_one_hot_mse
+from labelreg.models import LabelAutoencoder, build_segmenter
+from labelreg.models.regularizer import DecoderRegularized, EncoderRegularized, plain_segmenter_state
+
+TINY = {"hidden": 16, "backbone_options": {"growth_rate": 8, "block_config": [1, 1, 1, 1],
+                                            "stem_channels": [8, 8, 8]}}
+
+
+def tiny_segmenter(num_classes=5):
+    return build_segmenter("zoomout_densenet67", num_classes=num_classes, **TINY)
+
+
+def trained_autoencoder(num_classes=5):
+    torch.manual_seed(1)
+    autoencoder = LabelAutoencoder(num_classes, "32")
+    with torch.no_grad():  # give BatchNorm non-trivial running statistics, as phase one would
+        for module in autoencoder.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    return autoencoder
+
+
+def test_decoder_stays_bit_identical_while_the_segmenter_trains():
+    torch.manual_seed(0)
+    model = DecoderRegularized(tiny_segmenter(), trained_autoencoder())
+    before = {k: v.clone() for k, v in model.decoder.state_dict().items()}  # weights and BN statistics
+    segmenter_before = {k: v.clone() for k, v in model.segmenter.state_dict().items()}
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    assert not model.decoder.training  # BatchNorm in eval mode even in train mode
+    x, label = torch.randn(2, 3, 64, 80), torch.randint(0, 5, (2, 64, 80))
+    for _ in range(3):
+        out = model(x)
+        loss = masked_cross_entropy(out["seg"], label) + 0.5 * masked_cross_entropy(out["aux_seg"], label)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for key, value in model.decoder.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert not all(torch.equal(v, segmenter_before[k]) for k, v in model.segmenter.state_dict().items())
+
+
+def test_auxiliary_loss_alone_reaches_the_segmenter_through_the_decoder():
+    torch.manual_seed(0)
+    model = DecoderRegularized(tiny_segmenter(), trained_autoencoder())
+    assert model.tap == "block3"  # the deepest 1/16 feature, as the decoder expects
+    label = torch.randint(0, 5, (2, 64, 80))
+    masked_cross_entropy(model(torch.randn(2, 3, 64, 80))["aux_seg"], label).backward()
+    assert all(p.grad is None for p in model.decoder.parameters())
+    assert model.to_code.weight.grad.abs().sum() > 0
+    upstream = [n for n, p in model.segmenter.backbone.named_parameters() if n.startswith("features.")
+                and not n.startswith(("features.denseblock4", "features.norm5", "features.transition3"))]
+    starved = [n for n, p in model.segmenter.backbone.named_parameters()
+               if n in upstream and (p.grad is None or not p.grad.any())]
+    assert upstream and not starved, starved
+    assert all(p.grad is None for p in model.segmenter.head.parameters())  # the primary head is not on this path
+
+
+def test_unfrozen_decoder_ablation_trains_the_decoder():
+    model = DecoderRegularized(tiny_segmenter(), trained_autoencoder(), frozen=False).train()
+    assert model.decoder.training
+    masked_cross_entropy(model(torch.randn(2, 3, 64, 80))["aux_seg"], torch.randint(0, 5, (2, 64, 80))).backward()
+    assert all(p.grad is not None for p in model.decoder.parameters())
+
+
+@pytest.mark.parametrize("name, expected", [("zoomout_vgg16", "conv5_3"), ("pspnet_resnet50", "ppm"),
+                                            ("zoomout_resnet50", "layer3"), ("fcn8s_vgg16", "conv5_3")])
+def test_tap_choice(name, expected):
+    options = {"hidden": 16} if name.startswith("zoomout") else {}
+    model = DecoderRegularized(build_segmenter(name, num_classes=5, **options), trained_autoencoder())
+    assert model.tap == expected
+    out = model.eval()(torch.randn(1, 3, 65, 97))
+    assert out["aux_seg"].shape == out["seg"].shape == (1, 5, 65, 97)
+    assert out["aux_code"].shape == (1, 32, 5, 7)
+
+
+def test_encoder_variant_regresses_conv1_and_conv3():
+    torch.manual_seed(0)
+    autoencoder = trained_autoencoder()
+    model = EncoderRegularized(tiny_segmenter(), autoencoder)
+    label = torch.randint(0, 5, (2, 64, 80))
+    out = model(torch.randn(2, 3, 64, 80))
+    target = model.encoder_targets(label, (16, 20))
+    assert out["aux_features"].shape == target.shape == (2, 64, 16, 20)  # 32 (conv1) + 32 (conv3)
+    features = autoencoder.encoder.eval().forward_features(
+        torch.nn.functional.one_hot(label, 5).permute(0, 3, 1, 2).float())
+    torch.testing.assert_close(target[:, 32:], features["conv3"])  # conv3 is already on the 1/4 grid
+    torch.testing.assert_close(target[:, :32], torch.nn.functional.avg_pool2d(features["conv1"], 4))
+    torch.nn.functional.mse_loss(out["aux_features"], target).backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert model.segmenter.head.first.weight.grad.abs().sum() > 0  # the zoom-out features get the signal
+    with pytest.raises(ValueError, match="zoom-out segmenter"):
+        EncoderRegularized(build_segmenter("pspnet_resnet50", num_classes=5), autoencoder)
+
+
+def test_mse_auxiliary_loss_known_value():
+    # two pixels, two classes; logits 0 → softmax (0.5, 0.5): squared error per class 0.25 → mean 0.25
+    logits = torch.zeros(1, 2, 1, 3)
+    target = torch.tensor([[[0, 1, 255]]])
+    assert masked_one_hot_mse(logits, target).item() == pytest.approx(0.25)
+    # a confident correct pixel costs ~0
+    sure = torch.tensor([[[[20.0]], [[-20.0]]]])
+    assert masked_one_hot_mse(sure, torch.tensor([[[0]]])).item() < 1e-12
+
+
+def test_exported_segmenter_gives_the_same_primary_logits():
+    torch.manual_seed(0)
+    model = DecoderRegularized(tiny_segmenter(), trained_autoencoder()).eval()
+    plain = tiny_segmenter()
+    plain.load_state_dict(plain_segmenter_state(model.state_dict()))
+    plain.eval()
+    x = torch.randn(2, 3, 61, 77)
+    with torch.no_grad():
+        assert torch.equal(model(x)["seg"], plain(x)["seg"])
+    assert not any(key.startswith(("decoder.", "to_code.")) for key in plain.state_dict())
