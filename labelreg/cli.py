@@ -57,7 +57,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     checkpoint = load_checkpoint(args.checkpoint)
     cfg = config_from_dict(checkpoint["config"], args.overrides)
     split = args.split or cfg.data.val_split
-    metrics = evaluate_checkpoint(cfg, checkpoint, split, save_predictions=args.save_predictions, aux=args.aux)
+    metrics = evaluate_checkpoint(cfg, checkpoint, split, save_predictions=args.save_predictions, aux=args.aux,
+                                  figure=args.figure)
     print(format_metrics(metrics, title=f"{cfg.name} — {cfg.task} on {cfg.data.dataset} {split}"))
     folder = Path(args.checkpoint).resolve().parent
     folder = folder.parent if folder.name == "checkpoints" else folder  # the run directory
@@ -124,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. data.root=/data/voc")
     evaluate.add_argument("--aux", action="store_true",
                           help="regularized segmenters: also score the auxiliary output through the decoder")
+    evaluate.add_argument("--figure", default=None, metavar="PNG",
+                          help="segmentation: picture of the first images, ground truth and predictions (with --aux: "
+                               "the decoder's output beside the primary one)")
     evaluate.set_defaults(run=cmd_eval)
 
     export = commands.add_parser("export", help="write the plain segmenter of a regularized run (no decoder)")

@@ -22,10 +22,9 @@ import labelreg
 from labelreg.config import Config, load_config
 from labelreg.data.build import (build_augmentations, build_dataset, dataset_class_names, dataset_num_classes,
                                  ensure_synthetic)
-from labelreg.data.transforms import denormalize
 from labelreg.engine import load_checkpoint, make_loader, resolve_device, to_device
 from labelreg.evaluation import format_metrics
-from labelreg.viz import image_grid, label_image, overlay, plot_curves, save_png, to_uint8_image
+from labelreg.viz import image_grid, overlay, plot_curves, save_png, segmentation_figure, to_uint8_image
 
 CONFIG_DIR = Path(labelreg.__file__).resolve().parents[1] / "configs"
 DEMO_AE_CONFIG = CONFIG_DIR / "demo" / "ae-128_synth-nyu40.yaml"
@@ -59,28 +58,24 @@ def _autoencoder_figure(cfg: Config, checkpoint: dict, path: Path) -> Path:
 
 
 def _segmenter_figure(runs: list[tuple[str, Config, dict]], path: Path) -> Path:
-    """Rows of [image, ground truth, then each run's prediction (and auxiliary output, if any)]."""
+    """Validation images with each run's prediction (and auxiliary output, if any)."""
     from labelreg.train_seg import build_model
 
-    device = resolve_device(runs[0][1].train.device)
-    batch = _validation_batch(runs[0][1])
-    dataset = build_dataset(runs[0][1].data, runs[0][1].data.val_split)
-    prepared = None
-    titles, columns = ["image", "ground truth"], []
-    for title, cfg, checkpoint in runs:
-        model = build_model(cfg, dataset_num_classes(dataset)).to(device).eval()
+    cfg = runs[0][1]
+    device = resolve_device(cfg.train.device)
+    batch = _validation_batch(cfg)
+    num_classes = dataset_num_classes(build_dataset(cfg.data, cfg.data.val_split))
+    prepared = build_augmentations(cfg.data)[1](to_device(batch, device))
+    columns = []
+    for title, run_cfg, checkpoint in runs:
+        model = build_model(run_cfg, num_classes).to(device).eval()
         model.load_state_dict(checkpoint["model"])
-        prepared = build_augmentations(cfg.data)[1](to_device(batch, device))
         with torch.inference_mode():
             outputs = model(prepared["image"])
-        columns.append(outputs["seg"].argmax(1))
-        titles.append(title)
+        columns.append((title, outputs["seg"].argmax(1)))
         if "aux_seg" in outputs:
-            columns.append(outputs["aux_seg"].argmax(1))
-            titles.append(f"{title}: auxiliary")
-    rows = [[to_uint8_image(denormalize(prepared["image"][i:i + 1])[0]), label_image(batch["label"][i]),
-             *(label_image(column[i]) for column in columns)] for i in range(min(FIGURE_ROWS, len(batch["label"])))]
-    return save_png(image_grid(rows, titles=titles), path)
+            columns.append((f"{title}: auxiliary", outputs["aux_seg"].argmax(1)))
+    return segmentation_figure(prepared["image"], prepared["label"], columns, path, rows=FIGURE_ROWS)
 
 
 def _train_stage(config_path: Path, name: str, out: Path, data_root: Path, overrides: list[str], trainer) -> tuple:
@@ -89,6 +84,7 @@ def _train_stage(config_path: Path, name: str, out: Path, data_root: Path, overr
     trainer(cfg)
     seconds = time.perf_counter() - started
     checkpoint = load_checkpoint(cfg.run_dir / "checkpoints" / "best.pt")
+    checkpoint["history"] = load_checkpoint(cfg.run_dir / "checkpoints" / "last.pt")["history"]  # every epoch
     best = {key[4:]: value for key, value in checkpoint["metrics"].items() if key.startswith("val/")}
     return cfg, checkpoint, best, seconds
 

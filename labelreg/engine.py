@@ -74,6 +74,10 @@ class TrainState:
     best_epoch: int | None = None
     history: list[dict[str, float]] = field(default_factory=list)
 
+    def as_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "step": self.step, "best_value": self.best_value, "best_epoch": self.best_epoch,
+                "history": self.history}
+
 
 # ----------------------------------------------------------------------------- device, seeds, RNG
 

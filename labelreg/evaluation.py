@@ -10,7 +10,7 @@ from torch import nn
 
 from labelreg.config import Config, ConfigError
 from labelreg.data.build import build_dataset, dataset_class_names, dataset_num_classes
-from labelreg.engine import Batch, make_loader, predict_batches, resolve_device
+from labelreg.engine import Batch, make_loader, predict_batches, resolve_device, to_device
 from labelreg.inference import save_label_pngs
 from labelreg.metrics import SegMetrics
 
@@ -48,12 +48,13 @@ def evaluate_segmentation(model: nn.Module, loader: Iterable[Batch], device: tor
 
 
 def evaluate_checkpoint(cfg: Config, checkpoint: dict, split: str, save_predictions: str | Path | None = None,
-                        aux: bool = False) -> dict[str, float]:
+                        aux: bool = False, figure: str | Path | None = None) -> dict[str, float]:
     """Rebuild the model of ``cfg.task`` from ``checkpoint`` and evaluate it on ``split``.
 
     A regularized segmenter is evaluated as the plain segmenter (its auxiliary branch is
     dropped, so no autoencoder is needed) unless ``aux``: then the auxiliary output through
     the decoder is scored as well (``aux_miou``…), with the decoder weights from the checkpoint.
+    ``figure``: also write a PNG of the first images with their predictions (and auxiliary outputs).
     """
     if cfg.task == "classification":
         from labelreg.train_cls import evaluate_classifier_checkpoint
@@ -87,8 +88,21 @@ def evaluate_checkpoint(cfg: Config, checkpoint: dict, split: str, save_predicti
         raise ConfigError(f"task={cfg.task!r}: labelreg eval knows 'autoencoder', 'segmentation' and 'classification'")
     if save_predictions is not None and cfg.task != "segmentation":
         raise ConfigError("--save-predictions is for segmentation checkpoints")
+    if figure is not None and cfg.task != "segmentation":
+        raise ConfigError("--figure is for segmentation checkpoints")
     model.load_state_dict(checkpoint["model"])
-    return task.evaluate(model.to(device), loader, device)
+    metrics = task.evaluate(model.to(device), loader, device)
+    if figure is not None:
+        from labelreg.viz import segmentation_figure
+
+        batch = task.eval_augment(to_device(next(iter(loader)), device))
+        with torch.inference_mode():
+            outputs = model.eval()(batch["image"])
+        columns = [("prediction", outputs["seg"].argmax(1))]
+        if "aux_seg" in outputs:
+            columns.append(("auxiliary (decoder)", outputs["aux_seg"].argmax(1)))
+        segmentation_figure(batch["image"], batch["label"], columns, figure)
+    return metrics
 
 
 def format_metrics(metrics: dict[str, float], title: str = "") -> str:

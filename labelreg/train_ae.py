@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from labelreg.config import Config, ConfigError
-from labelreg.data.build import build_augmentations, build_dataset, dataset_class_names, dataset_num_classes
-from labelreg.engine import Batch, Task, fit, make_loader, resolve_device, seed_everything
+from labelreg.data.build import (build_augmentations, build_train_val_loaders, dataset_class_names,
+                                 dataset_num_classes)
+from labelreg.engine import Batch, Task, fit, resolve_device, seed_everything
 from labelreg.evaluation import evaluate_segmentation
 from labelreg.losses import masked_cross_entropy
 from labelreg.models.autoencoder import DOWNSAMPLING, LabelAutoencoder, one_hot_labels
@@ -68,20 +69,13 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
     """Train per ``cfg``; returns the engine's final state as a dict."""
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
-    train_set = build_dataset(cfg.data, cfg.data.train_split, limit=cfg.data.train_limit)
-    val_set = build_dataset(cfg.data, cfg.data.val_split, limit=cfg.data.val_limit)
+    train_set, val_set, train_loader, val_loader = build_train_val_loaders(cfg.data, seed=cfg.train.seed, device=device)
     num_classes = dataset_num_classes(train_set)
     model = build_autoencoder(cfg, num_classes).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     task = build_task(cfg, model, dataset_class_names(train_set))
-    train_loader = make_loader(train_set, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
-                               num_workers=cfg.data.num_workers, seed=cfg.train.seed, device=device)
-    val_loader = make_loader(val_set, batch_size=cfg.data.eval_batch_size, shuffle=False,
-                             num_workers=cfg.data.num_workers, device=device)
     print(f"[{cfg.name}] autoencoder-{cfg.model.variant} on {cfg.data.dataset} ({num_classes} classes): "
           f"{len(train_set)} train / {len(val_set)} val, {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"device {device}")
-    state = fit(cfg, task, train_loader, val_loader, device=device, resume=resume)
-    return {"epoch": state.epoch, "step": state.step, "best_value": state.best_value, "best_epoch": state.best_epoch,
-            "history": state.history}
+    return fit(cfg, task, train_loader, val_loader, device=device, resume=resume).as_dict()

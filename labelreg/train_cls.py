@@ -321,9 +321,8 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
           f"{len(train_set)} train / {len(val_set)} val, train {train_set.size[0]}×{train_set.size[1]} → crop "
           f"{crop[0]}×{crop[1]}, eval {evaluation[0]}×{evaluation[1]}, "
           f"{sum(p.numel() for p in model.parameters()):,} parameters, device {device}")
-    state = fit(cfg, task, train_loader, val_loader, device=device, resume=resume)
-    return {"epoch": state.epoch, "step": state.step, "best_value": state.best_value, "best_epoch": state.best_epoch,
-            "history": state.history, "class_names": train_set.class_names}
+    return {**fit(cfg, task, train_loader, val_loader, device=device, resume=resume).as_dict(),
+            "class_names": train_set.class_names}
 
 
 def evaluate_classifier_checkpoint(cfg: Config, checkpoint: dict, split: str) -> dict[str, float]:

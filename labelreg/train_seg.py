@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from labelreg.config import Config, ConfigError
-from labelreg.data.build import build_augmentations, build_dataset, dataset_class_names, dataset_num_classes
+from labelreg.data.build import (build_augmentations, build_train_val_loaders, dataset_class_names,
+                                 dataset_num_classes)
 from labelreg.data.transforms import denormalize
 from labelreg.engine import Batch, Task, fit, load_checkpoint, make_loader, resolve_device, seed_everything, to_device
 from labelreg.evaluation import evaluate_segmentation
@@ -175,8 +176,7 @@ def default_loss_weights(cfg: Config, model: nn.Module) -> dict[str, float]:
 def train(cfg: Config, resume: str | Path | None = None) -> dict:
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
-    train_set = build_dataset(cfg.data, cfg.data.train_split, limit=cfg.data.train_limit)
-    val_set = build_dataset(cfg.data, cfg.data.val_split, limit=cfg.data.val_limit)
+    train_set, val_set, train_loader, val_loader = build_train_val_loaders(cfg.data, seed=cfg.train.seed, device=device)
     num_classes = dataset_num_classes(train_set)
     model = build_model(cfg, num_classes).to(device)
     if cfg.train.channels_last:
@@ -186,10 +186,6 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
         raise ConfigError(f"train.loss={cfg.train.loss!r}; choose 'ce' or 'asymmetric'")
     weights = asymmetric_weights(cfg, train_set, num_classes) if cfg.train.loss == "asymmetric" else None
     task = segmentation_task(cfg, model, dataset_class_names(train_set), weights)
-    train_loader = make_loader(train_set, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
-                               num_workers=cfg.data.num_workers, seed=cfg.train.seed, device=device)
-    val_loader = make_loader(val_set, batch_size=cfg.data.eval_batch_size, shuffle=False,
-                             num_workers=cfg.data.num_workers, device=device)
     if resume is None and cfg.model.init_from is None:  # a started model keeps its statistics
         calibrate_feature_normalisation(cfg, model, train_loader, task, device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -197,6 +193,4 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
     print(f"[{cfg.name}] {cfg.model.name}{regularizer} on {cfg.data.dataset} ({num_classes} classes): "
           f"{len(train_set)} train / {len(val_set)} val, {sum(p.numel() for p in model.parameters()):,} parameters "
           f"({trainable:,} trainable), device {device}")
-    state = fit(cfg, task, train_loader, val_loader, device=device, resume=resume)
-    return {"epoch": state.epoch, "step": state.step, "best_value": state.best_value, "best_epoch": state.best_epoch,
-            "history": state.history}
+    return fit(cfg, task, train_loader, val_loader, device=device, resume=resume).as_dict()

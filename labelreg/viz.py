@@ -85,3 +85,16 @@ def plot_curves(history: list[dict[str, float]], keys: Sequence[str], path: str 
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def segmentation_figure(images: torch.Tensor, labels: torch.Tensor, predictions: Sequence[tuple[str, torch.Tensor]],
+                        path: str | Path, rows: int = 6) -> Path:
+    """PNG of rows [image, ground truth, each prediction]: ImageNet-normalised B×3×H×W images,
+    B×H×W labels, and (title, B×H×W ids) predictions (e.g. primary and auxiliary outputs, Fig. 5.6)."""
+    from labelreg.data.transforms import denormalize
+
+    count = min(rows, len(images))
+    shown = denormalize(images[:count])
+    grid = [[to_uint8_image(shown[i]), label_image(labels[i]), *(label_image(p[i]) for _, p in predictions)]
+            for i in range(count)]
+    return save_png(image_grid(grid, titles=["image", "ground truth", *(title for title, _ in predictions)]), path)

@@ -108,7 +108,9 @@ def test_phase_two_train_eval_export(tiny_synthetic, tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(run / "checkpoints" / "best.pt")]) == 0
     plain = json.loads((run / "eval_test.json").read_text())["metrics"]
     assert plain["miou"] == pytest.approx(checkpoint["metrics"]["val/miou"], abs=1e-6)
-    assert main(["eval", "--checkpoint", str(run / "checkpoints" / "best.pt"), "--aux"]) == 0
+    figure = tmp_path / "fig.png"
+    assert main(["eval", "--checkpoint", str(run / "checkpoints" / "best.pt"), "--aux", "--figure", str(figure)]) == 0
+    assert figure.stat().st_size > 0
     with_aux = json.loads((run / "eval_test_aux.json").read_text())["metrics"]
     assert with_aux["aux_miou"] == pytest.approx(checkpoint["metrics"]["val/aux_miou"], abs=1e-6)
 

@@ -72,6 +72,6 @@ def test_segmentation_configs_build_their_model(path):
     # Offline and without earlier stages: no weight loading, only the architecture the config asks for.
     from labelreg.train_seg import build_model
 
-    cfg = load_config(path, ["model.pretrained_backbone=null", "model.init_from=null"])
+    cfg = load_config(path, ["model.pretrained_backbone=null", "model.init_from=null", "regularizer.random_init=true"])
     model = build_model(cfg, 21)
     assert sum(p.numel() for p in model.parameters()) > 0

@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from labelreg.models import MODELS, ZoomOutHead, build_segmenter
-from labelreg.models.zoomout import ZoomOutSegmenter
 
 TINY_HEADS = {"hidden": 32}  # zoom-out heads are configurable; tests use a small MLP
 

@@ -88,3 +88,16 @@ def build_augmentations(cfg: DataConfig) -> tuple[JointAugment, JointAugment]:
     evaluation = JointAugment(tuple(cfg.eval_size) if cfg.eval_size else None, train=False,
                               depth_interp=cfg.depth_interp)
     return train, evaluation
+
+
+def build_train_val_loaders(cfg: DataConfig, *, seed: int, device: torch.device):
+    """(train set, val set, shuffled train loader, val loader) for the configured splits."""
+    from labelreg.engine import make_loader
+
+    train_set = build_dataset(cfg, cfg.train_split, limit=cfg.train_limit)
+    val_set = build_dataset(cfg, cfg.val_split, limit=cfg.val_limit)
+    train_loader = make_loader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                               num_workers=cfg.num_workers, seed=seed, device=device)
+    val_loader = make_loader(val_set, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=cfg.num_workers,
+                             device=device)
+    return train_set, val_set, train_loader, val_loader
