@@ -92,7 +92,7 @@ TINY_SEG = ("model.options={hidden: 16, backbone_options: {growth_rate: 8, block
 def test_phase_two_train_eval_export(tiny_synthetic, tmp_path, capsys):
     ae_config = str(CONFIGS / "demo" / "ae-128_synth-nyu40.yaml")
     seg_config = str(CONFIGS / "demo" / "zoomout-densenet67-tiny_synth-nyu40.yaml")
-    common = tiny_overrides(tiny_synthetic.root, tmp_path)[1:]  # all but the name
+    common = [o for o in tiny_overrides(tiny_synthetic.root, tmp_path) if not o.startswith("name=")]
     assert main(["train-ae", "--config", ae_config, *common, "name=ae", "train.epochs=1"]) == 0
     autoencoder = tmp_path / "ae" / "checkpoints" / "best.pt"
     assert main(["train-seg", "--config", seg_config, *common, "name=reg", TINY_SEG, "regularizer.kind=decoder",
