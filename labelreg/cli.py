@@ -1,4 +1,4 @@
-"""``labelreg <subcommand>``: synth, train-ae, train-seg, train-cls, eval, export, demo."""
+"""``labelreg <subcommand>``: synth, train-ae, train-seg, train-cls, train-depth, eval, export, demo."""
 from __future__ import annotations
 
 import argparse
@@ -30,12 +30,14 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    """train-ae / train-seg / train-cls: the same flow, different trainers and expected ``task``."""
+    """train-ae / train-seg / train-cls / train-depth: the same flow, different trainers and ``task``."""
     import importlib
 
     module, task = {"train-ae": ("labelreg.train_ae", "autoencoder"),
                     "train-seg": ("labelreg.train_seg", "segmentation"),
-                    "train-cls": ("labelreg.train_cls", "classification")}[args.command]
+                    "train-cls": ("labelreg.train_cls", "classification"),
+                    # the one place labelreg reaches into the depth package, and only when asked to
+                    "train-depth": ("depth.train", "depth")}[args.command]
     cfg = load_config(args.config, args.overrides)
     if cfg.task != task:
         raise ConfigError(f"{args.config} has task={cfg.task!r}; labelreg {args.command} trains task={task!r}")
@@ -108,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
             ("train-ae", "phase one: train the label autoencoder", "configs/ae-128_voc12aug_256.yaml"),
             ("train-seg", "train a segmenter from labelreg.models.MODELS", "configs/zoomout-densenet121_voc12aug_256.yaml"),
             ("train-cls", "phase zero: train a SUNet classifier on an ImageFolder tree",
-             "configs/sunet64_imagenet_224.yaml")):
+             "configs/sunet64_imagenet_224.yaml"),
+            ("train-depth", "NYUv2 depth: seg→depth or the two-part depth + segmentation model",
+             "configs/twopart-densenet121_nyu40.yaml")):
         trainer = commands.add_parser(name, help=help_text)
         trainer.add_argument("--config", required=True, help=f"YAML config, e.g. {example}")
         trainer.add_argument("--resume", action="store_true", help="continue from the run's checkpoints/last.pt if present")
@@ -121,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default=None, help="default: the config's data.val_split")
     evaluate.add_argument("--out", default=None, help="JSON output (default: <run>/eval_<split>.json)")
     evaluate.add_argument("--save-predictions", default=None, metavar="DIR",
-                          help="segmentation: write each prediction as DIR/<image id>.png (VOC palette)")
+                          help="write each prediction as DIR/<image id>.png (segmentation: VOC palette; depth: "
+                               "16-bit millimetres plus a colour preview)")
     evaluate.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. data.root=/data/voc")
     evaluate.add_argument("--aux", action="store_true",
                           help="regularized segmenters: also score the auxiliary output through the decoder")

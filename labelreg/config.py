@@ -97,6 +97,27 @@ class RegularizerConfig:
 
 
 @dataclass
+class DepthConfig:
+    """Joint depth + segmentation on NYUv2 (SPEC §7; the ``depth`` package, ``labelreg train-depth``)."""
+
+    depth_only: str | None = None  # depth-only frames: HDF5 folder or RGB/16-bit-PNG list (None: none)
+    depth_scale: float = 1000.0  # 16-bit depth PNG units per metre
+    depth_only_limit: int | None = None  # use only the first N depth-only frames
+    labeled_per_batch: int = 1  # at least this many fully labeled images in every mixed batch
+    mixed_epochs: int = 0  # epochs on labeled + depth-only batches before the labeled-only phase
+    inputs: str = "rgb"  # seg→depth model input: "seg" | "rgb" | "seg+rgb"
+    supervision: str = "both_parts"  # two-part model: "both_parts" (§5.5.2) | "final" (single-part baseline)
+    seg_loss: bool = True  # False: the "no seg loss" baseline
+    depth_loss: bool = True  # False: the "no depth loss" baseline
+    seg_weight: float = 1.0  # extra factor on segmentation terms (2.0: the "2x seg loss" baseline)
+    balance: bool = True  # weight the terms so each contributes equally (running averages, §5.5.2.1)
+    balance_window: int = 1  # epochs averaged for the balancing
+    min_depth: float = 1e-3  # evaluation range (metres)
+    max_depth: float | None = 10.0
+    eigen_crop: bool = False  # evaluate inside Eigen's crop (rows 45:471, cols 41:601 of 480×640)
+
+
+@dataclass
 class EvalConfig:
     scales: list[float] = field(default_factory=lambda: [1.0])  # relative input scales
     short_sides: list[int] = field(default_factory=list)  # absolute shorter-side lengths (e.g. [256, 384])
@@ -131,6 +152,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
+    depth: DepthConfig = field(default_factory=DepthConfig)
 
     @property
     def run_dir(self) -> Path:

@@ -53,6 +53,9 @@ class Task:
     - ``visualize(model, batch) -> 3×H×W float image in [0, 1]`` (optional, for TensorBoard).
     - ``before_epoch(epoch)`` (optional): runs before each epoch, also after a resume, so
       epoch-dependent state (like a backbone frozen for the first epochs) is a function of the epoch.
+    - ``dynamic_loss_weights(history)`` (optional): per-epoch loss weights computed from the
+      history of earlier epochs (e.g. balancing terms by their running averages); recorded as
+      ``weight/<term>`` in the history.
     """
 
     model: nn.Module
@@ -64,6 +67,7 @@ class Task:
     visualize: Callable[[nn.Module, Batch], torch.Tensor] | None = None
     generators: list[torch.Generator] = field(default_factory=list)  # reseeded every epoch
     before_epoch: Callable[[int], None] | None = None  # called with the 0-based epoch (e.g. staged freezing)
+    dynamic_loss_weights: Callable[[list[dict]], dict[str, float]] | None = None  # from the history (balancing)
 
 
 @dataclass
@@ -182,23 +186,38 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer
     raise ConfigError(f"optim.optimizer={cfg.optimizer!r}; choose 'adam' or 'sgd'")
 
 
-def lr_factor(cfg: OptimConfig, step: int, steps_per_epoch: int, total_steps: int) -> float:
-    """Multiplier of every group's base learning rate after ``step`` optimizer steps."""
+def lr_factor(cfg: OptimConfig, step: int, epoch: int, total_steps: int) -> float:
+    """Multiplier of every group's base learning rate for optimizer step ``step`` in epoch ``epoch`` (0-based).
+
+    The step schedule follows epochs (so epochs of different lengths, e.g. a mixed phase then a
+    labeled-only phase, keep their milestones); poly follows steps.
+    """
     if cfg.schedule == "constant":
         return 1.0
     if cfg.schedule == "step":
-        epoch = step // max(steps_per_epoch, 1)
         return cfg.gamma ** sum(1 for milestone in cfg.milestones if epoch >= milestone)
     if cfg.schedule == "poly":
         return max(0.0, 1.0 - step / max(total_steps, 1)) ** cfg.poly_power
     raise ConfigError(f"optim.schedule={cfg.schedule!r}; choose 'step', 'poly' or 'constant'")
 
 
-def build_scheduler(cfg: OptimConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
-                    total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    lr_factor(cfg, 0, steps_per_epoch, total_steps)  # validate the schedule name now, not mid-training
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(cfg, step, steps_per_epoch, total_steps))
+class EpochAwareLR(torch.optim.lr_scheduler.LambdaLR):
+    """LambdaLR over ``lr_factor`` that also knows the current epoch (set by ``fit`` via ``set_epoch``)."""
+
+    def __init__(self, cfg: OptimConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
+        lr_factor(cfg, 0, 0, total_steps)  # validate the schedule name now, not mid-training
+        self.epoch = 0
+        super().__init__(optimizer, lambda step: lr_factor(cfg, step, self.epoch, total_steps))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Enter ``epoch`` and apply its rate at once (LambdaLR would only update after the next step)."""
+        self.epoch = epoch
+        for group, base, factor in zip(self.optimizer.param_groups, self.base_lrs, self.lr_lambdas):
+            group["lr"] = base * factor(self.last_epoch)
+
+
+def build_scheduler(cfg: OptimConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> EpochAwareLR:
+    return EpochAwareLR(cfg, optimizer, total_steps)
 
 
 # ----------------------------------------------------------------------------- data
@@ -286,8 +305,14 @@ def _check_finite(finite: torch.Tensor, state: TrainState, last_terms: dict[str,
 
 def train_one_epoch(task: Task, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
-                    state: TrainState, cfg: Config, device: torch.device, writer=None) -> dict[str, float]:
-    """One pass over ``loader``; returns the mean of every loss term. Host syncs only at log intervals."""
+                    state: TrainState, cfg: Config, device: torch.device, writer=None,
+                    weights: dict[str, float] | None = None) -> dict[str, float]:
+    """One pass over ``loader``; returns the mean of every (unweighted) loss term.
+
+    ``weights`` multiply the terms (default ``train.loss_weights``; 1 for unnamed terms).
+    Host syncs only at log intervals.
+    """
+    weights = cfg.train.loss_weights if weights is None else weights
     model = task.model
     model.train()
     sums: dict[str, torch.Tensor] = {}
@@ -301,7 +326,7 @@ def train_one_epoch(task: Task, loader: DataLoader, optimizer: torch.optim.Optim
         with autocast(device, cfg.train.amp):
             outputs = task.forward(model, batch)
             terms = task.losses(outputs, batch)
-        total = weighted_total(terms, cfg.train.loss_weights)
+        total = weighted_total(terms, weights)
         terms = {**{name: value.detach().float() for name, value in terms.items()}, "total": total.detach()}
         finite &= torch.isfinite(total.detach())
         optimizer.zero_grad(set_to_none=True)
@@ -402,7 +427,7 @@ def fit(cfg: Config, task: Task, train_loader: DataLoader, val_loader: DataLoade
     if cfg.train.max_steps is not None:
         total_steps = min(total_steps, cfg.train.max_steps)
     optimizer = build_optimizer(cfg.optim, task.model)
-    scheduler = build_scheduler(cfg.optim, optimizer, steps_per_epoch, total_steps)
+    scheduler = build_scheduler(cfg.optim, optimizer, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16" and device.type == "cuda")
     state = TrainState()
 
@@ -427,12 +452,19 @@ def fit(cfg: Config, task: Task, train_loader: DataLoader, val_loader: DataLoade
                     generator.manual_seed(epoch_seed(cfg.train.seed, state.epoch))
             if task.before_epoch is not None:
                 task.before_epoch(state.epoch)
+            scheduler.set_epoch(state.epoch)
+            weights = dict(cfg.train.loss_weights)
+            if task.dynamic_loss_weights is not None:
+                weights.update(task.dynamic_loss_weights(state.history))
             started = time.perf_counter()
-            train_means = train_one_epoch(task, train_loader, optimizer, scheduler, scaler, state, cfg, device, writer)
+            train_means = train_one_epoch(task, train_loader, optimizer, scheduler, scaler, state, cfg, device, writer,
+                                          weights)
             state.epoch += 1
             entry: dict[str, float] = {"epoch": state.epoch, "step": state.step,
                                        "seconds": round(time.perf_counter() - started, 2),
                                        **{f"train/{name}": value for name, value in train_means.items()}}
+            if task.dynamic_loss_weights is not None:  # the balancing is part of the record
+                entry.update({f"weight/{name}": value for name, value in weights.items()})
             last_epoch = state.epoch == cfg.train.epochs or (
                 cfg.train.max_steps is not None and state.step >= cfg.train.max_steps)
             improved = False

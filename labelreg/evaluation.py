@@ -60,6 +60,12 @@ def evaluate_checkpoint(cfg: Config, checkpoint: dict, split: str, save_predicti
         from labelreg.train_cls import evaluate_classifier_checkpoint
 
         return evaluate_classifier_checkpoint(cfg, checkpoint, split)
+    if cfg.task == "depth":  # lives in the depth package, imported only for depth checkpoints
+        from depth.train import evaluate_checkpoint as evaluate_depth_checkpoint
+
+        if aux or figure is not None:
+            raise ConfigError("--aux and --figure are for segmentation checkpoints")
+        return evaluate_depth_checkpoint(cfg, checkpoint, split, save_predictions=save_predictions)
     device = resolve_device(cfg.train.device)
     dataset = build_dataset(cfg.data, split, limit=cfg.data.val_limit)
     loader = make_loader(dataset, batch_size=cfg.data.eval_batch_size, shuffle=False,
@@ -85,7 +91,7 @@ def evaluate_checkpoint(cfg: Config, checkpoint: dict, split: str, save_predicti
             checkpoint = {**checkpoint, "model": plain_segmenter_state(checkpoint["model"])}
         task = segmentation_task(cfg, model, class_names, save_predictions=save_predictions)
     else:
-        raise ConfigError(f"task={cfg.task!r}: labelreg eval knows 'autoencoder', 'segmentation' and 'classification'")
+        raise ConfigError(f"task={cfg.task!r}: labelreg eval knows autoencoder, segmentation, classification, depth")
     if save_predictions is not None and cfg.task != "segmentation":
         raise ConfigError("--save-predictions is for segmentation checkpoints")
     if figure is not None and cfg.task != "segmentation":

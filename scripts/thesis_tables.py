@@ -15,12 +15,11 @@ is collected into ``<out>/table<N>.md`` next to the thesis' number.
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from labelreg.recipes import LABELREG, best_entry, finished, run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -109,32 +108,8 @@ def slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-").replace("--", "-")
 
 
-def run(command: list[str], dry_run: bool) -> None:
-    print("$", " ".join(shlex.quote(part) for part in command), flush=True)
-    if not dry_run:
-        subprocess.run(command, check=True)
-
-
-def finished(run_dir: Path, epochs: int | None = None) -> bool:
-    """A run is finished when its metrics.json has a last entry at the configured epoch count."""
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        return False
-    summary = json.loads(path.read_text())
-    config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
-    wanted = epochs
-    if wanted is None:
-        import yaml
-
-        wanted = yaml.safe_load(config)["train"]["epochs"] if config else None
-    return summary.get("last") is not None and summary["last"]["epoch"] == wanted
-
-
 def best_miou(run_dir: Path) -> float | None:
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        return None
-    best = json.loads(path.read_text()).get("best")
+    best = best_entry(run_dir)
     return None if best is None else 100 * best["val/miou"]
 
 
@@ -153,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = TABLES[args.table]
     picked = range(1, len(rows) + 1) if args.rows is None else [int(n) for n in args.rows.split(",")]
     out = Path(args.out) / (f"table{args.table}-demo" if args.demo else f"table{args.table}")
-    labelreg = [sys.executable, "-m", "labelreg.cli"]
+    labelreg = LABELREG
     data = DEMO_DATA if args.demo else [f"data.root={args.voc_root}"] + (
         [f"data.sbd_root={args.sbd_root}"] if args.sbd_root else [])
 

@@ -8,10 +8,11 @@ from labelreg.engine import load_checkpoint
 def test_demo_writes_report(tmp_path):
     summary = run_demo(out=tmp_path / "demo", data_root=tmp_path / "data", overrides=[
         "data.synth_labeled=8", "data.synth_depth_only=2", "data.synth_size=[32,48]", "data.crop_size=[32,48]",
-        "train.epochs=1", "data.batch_size=4", "data.eval_batch_size=4"])
+        "train.epochs=1", "data.batch_size=4", "data.eval_batch_size=4",
+        "data.eval_size=null", "depth.mixed_epochs=1", "depth.depth_only_limit=4"])
     out = tmp_path / "demo"
     for name in ("report.md", "metrics.json", "ae_reconstructions.png", "ae_curves.png", "seg_predictions.png",
-                 "seg_curves.png", "seg_reg_curves.png"):
+                 "seg_curves.png", "seg_reg_curves.png", "depth_predictions.png"):
         assert (out / name).is_file(), name
     assert (out / "ae" / "checkpoints" / "best.pt").is_file() and (out / "ae" / "config.yaml").is_file()
     stored = json.loads((out / "metrics.json").read_text())
@@ -21,5 +22,6 @@ def test_demo_writes_report(tmp_path):
     assert stored["regularized"]["regularizer"] == "decoder" and 0.0 <= stored["regularized"]["val"]["aux_miou"] <= 1
     regularized = (out / "seg_reg" / "checkpoints" / "best.pt")
     assert regularized.is_file() and "val/aux_miou" in load_checkpoint(regularized)["metrics"]
+    assert stored["depth"]["twopart"]["val"]["pixel_rmse"] > 0 and 0 <= stored["depth"]["single"]["val"]["miou"] <= 1
     report = (out / "report.md").read_text()
     assert "reconstruction mIoU" in report and "zoomout_densenet67" in report

@@ -114,6 +114,31 @@ def test_bf16_autocast_trains_and_logs(tmp_path):
     assert len((cfg.run_dir / "train.log").read_text().splitlines()) == 2
 
 
+def test_step_schedule_applies_at_the_first_step_of_the_milestone_epoch(tmp_path):
+    cfg, _, _ = run(tmp_path, "lr", epochs=3)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(cfg.run_dir / "tb"))
+    events.Reload()
+    per_step = {event.step: event.value for event in events.Scalars("lr/hidden")}
+    # 5 steps per epoch, milestone at epoch 2: steps 1..10 at 0.05, from step 11 on 0.025
+    assert per_step[10] == pytest.approx(0.05) and per_step[11] == pytest.approx(0.025)
+
+
+def test_dynamic_loss_weights_follow_the_history(tmp_path):
+    cfg = config_from_dict({"name": "dyn", "output_dir": str(tmp_path),
+                            "train": {"epochs": 2, "best_metric": "mse", "best_mode": "min"}})
+    torch.manual_seed(0)
+    task = make_task(Regressor())
+    seen = []
+    task.dynamic_loss_weights = lambda history: seen.append(len(history)) or {"mse": 1.0 + len(history)}
+    data = Points()
+    fit(cfg, task, make_loader(data, batch_size=5, shuffle=True, num_workers=0),
+        make_loader(data, batch_size=8, shuffle=False, num_workers=0), device=torch.device("cpu"))
+    history = load_checkpoint(cfg.run_dir / "checkpoints" / "last.pt")["history"]
+    assert seen == [0, 1] and [entry["weight/mse"] for entry in history] == [1.0, 2.0]
+
+
 def test_max_steps_stops_early(tmp_path):
     _, _, state = run(tmp_path, "short", epochs=5, max_steps=7)
     assert state.step == 7 and state.epoch == 2
@@ -128,9 +153,9 @@ def test_unknown_loss_weight_and_best_metric_are_config_errors(tmp_path):
 
 def test_lr_factor_known_values():
     step = OptimConfig(schedule="step", milestones=[2, 4], gamma=0.1)
-    assert [lr_factor(step, s, 10, 60) for s in (0, 19, 20, 39, 40)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+    assert [lr_factor(step, 0, epoch, 60) for epoch in (0, 1, 2, 3, 4)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
     poly = OptimConfig(schedule="poly", poly_power=2.0)
-    assert lr_factor(poly, 50, 10, 100) == pytest.approx(0.25)
+    assert lr_factor(poly, 50, 3, 100) == pytest.approx(0.25)
     assert lr_factor(OptimConfig(schedule="constant"), 99, 10, 100) == 1.0
     with pytest.raises(ConfigError, match="optim.schedule"):
         lr_factor(OptimConfig(schedule="cosine"), 0, 1, 1)

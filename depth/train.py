@@ -1,0 +1,222 @@
+"""Train and evaluate depth models on NYUv2 (`labelreg train-depth`, `labelreg eval`): seg→depth
+(thesis Table 5.5) and the two-part joint depth + segmentation model with mixed batches (Table 5.6)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import ConcatDataset, DataLoader, Subset
+
+from depth.io import colorize_depth, save_depth_png
+from depth.losses import LossBalancer, masked_l1
+from depth.models import DEPTH_MODELS, build_depth_model, seg_to_depth_input
+from labelreg.config import Config, ConfigError
+from labelreg.data.build import build_augmentations, build_dataset, dataset_class_names, dataset_num_classes
+from labelreg.data.nyu import NYUv2DepthOnly
+from labelreg.data.sampling import MixedBatchSampler
+from labelreg.engine import (Batch, Task, fit, load_checkpoint, make_loader, pad_collate, predict_batches,
+                             resolve_device, seed_everything)
+from labelreg.losses import masked_cross_entropy
+from labelreg.metrics import DepthMetrics, SegMetrics
+from labelreg.viz import save_png
+
+SEG_TERMS = ("seg", "part1_seg")
+
+
+def build_model(cfg: Config, num_classes: int) -> nn.Module:
+    if cfg.model.name not in DEPTH_MODELS:
+        raise ConfigError(f"model.name={cfg.model.name!r}; depth models: {', '.join(sorted(DEPTH_MODELS))}")
+    options = dict(cfg.model.options)
+    if cfg.model.name.startswith("seg2depth"):
+        options["inputs"] = cfg.depth.inputs
+    try:
+        return build_depth_model(cfg.model.name, num_classes=num_classes,
+                                 pretrained_backbone=cfg.model.pretrained_backbone, freeze_bn=cfg.model.freeze_bn,
+                                 **options)
+    except TypeError as error:
+        raise ConfigError(f"model.options for {cfg.model.name}: {error}") from error
+
+
+def make_forward(cfg: Config, num_classes: int):
+    def forward(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        if cfg.model.name.startswith("seg2depth"):
+            return model(seg_to_depth_input(batch["image"], batch.get("label"), num_classes, cfg.depth.inputs))
+        return model(batch["image"])
+
+    return forward
+
+
+def loss_terms(cfg: Config) -> list[str]:
+    """The terms this configuration trains: final ``depth``/``seg`` and, for both_parts, part one's."""
+    if cfg.model.name.startswith("seg2depth"):
+        return ["depth"]
+    if cfg.depth.supervision not in ("both_parts", "final"):
+        raise ConfigError(f"depth.supervision={cfg.depth.supervision!r}; choose 'both_parts' or 'final'")
+    parts = ["", "part1_"] if cfg.depth.supervision == "both_parts" else [""]
+    kinds = [kind for kind, on in (("depth", cfg.depth.depth_loss), ("seg", cfg.depth.seg_loss)) if on]
+    if not kinds:
+        raise ConfigError("depth.seg_loss and depth.depth_loss are both false: nothing to train")
+    return [f"{part}{kind}" for part in parts for kind in kinds]
+
+
+def make_losses(cfg: Config):
+    terms = loss_terms(cfg)
+
+    def losses(outputs: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+        result = {}
+        for name in terms:
+            prediction = outputs[name]
+            if name.endswith("depth"):
+                result[name] = masked_l1(prediction, batch["depth"])
+            else:  # depth-only images carry all-255 labels: no segmentation gradient from them
+                result[name] = masked_cross_entropy(prediction, batch["label"])
+        return result
+
+    return losses
+
+
+def make_dynamic_weights(cfg: Config):
+    terms = loss_terms(cfg)
+    balancer = LossBalancer(terms, window=cfg.depth.balance_window)
+
+    def weights(history: list[dict]) -> dict[str, float]:
+        base = balancer.weights(history) if cfg.depth.balance else {name: 1.0 for name in terms}
+        return {name: value * (cfg.depth.seg_weight if name in SEG_TERMS else 1.0) for name, value in base.items()}
+
+    return weights
+
+
+def evaluate_depth(model: nn.Module, loader, device: torch.device, *, cfg: Config, num_classes: int, preprocess,
+                   forward, class_names: list[str], save_predictions: str | Path | None = None) -> dict[str, float]:
+    """Depth metrics (both aggregations) and, for models with a segmentation output, 40-class mIoU."""
+    depth_metrics = DepthMetrics(min_depth=cfg.depth.min_depth, max_depth=cfg.depth.max_depth,
+                                 eigen_crop=cfg.depth.eigen_crop, device=device)
+    seg_metrics = SegMetrics(num_classes, device=device)
+    has_seg = False
+    for batch, outputs in predict_batches(model, loader, device, preprocess, forward, cfg.train.amp):
+        prediction = outputs["depth"][:, 0].float()
+        depth_metrics.update(prediction, batch["depth"])
+        if "seg" in outputs:
+            has_seg = True
+            seg_metrics.update(outputs["seg"], batch["label"])
+        if save_predictions is not None:
+            for index, name in enumerate(batch["name"]):
+                height, width = (int(v) for v in batch["size"][index])
+                depth = prediction[index, :height, :width]
+                save_depth_png(depth, Path(save_predictions) / f"{name}.png")
+                save_png(colorize_depth(depth, cfg.depth.max_depth), Path(save_predictions) / f"{name}_preview.png")
+    result = depth_metrics.compute()
+    flat = {f"{aggregation}_{key}": value for aggregation in ("pixel", "image")
+            for key, value in result[aggregation].items()}
+    if has_seg:
+        seg = seg_metrics.compute()
+        flat.update({key: value for key, value in seg.items() if isinstance(value, float)})
+        flat.update({f"iou/{name}": iou for name, iou in zip(class_names, seg["per_class_iou"])})
+    return flat
+
+
+class PhasedBatchSampler:
+    """Mixed labeled + depth-only batches for the first ``mixed_epochs`` epochs, then labeled only."""
+
+    def __init__(self, mixed: MixedBatchSampler, labeled_only: MixedBatchSampler, mixed_epochs: int) -> None:
+        self.mixed, self.labeled_only, self.mixed_epochs = mixed, labeled_only, mixed_epochs
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _current(self) -> MixedBatchSampler:
+        return self.mixed if self.epoch < self.mixed_epochs else self.labeled_only
+
+    def __iter__(self):
+        return iter(self._current())
+
+    def __len__(self) -> int:
+        return len(self._current())
+
+
+def build_train_loader(cfg: Config, labeled, device: torch.device) -> tuple[DataLoader, PhasedBatchSampler | None]:
+    """Labeled-only shuffled batches, or the phased mixed sampler when depth-only frames are configured."""
+    if not cfg.depth.depth_only or cfg.depth.mixed_epochs <= 0:
+        return make_loader(labeled, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
+                           num_workers=cfg.data.num_workers, seed=cfg.train.seed, device=device), None
+    frames = NYUv2DepthOnly(cfg.depth.depth_only, depth_scale=cfg.depth.depth_scale)
+    if cfg.depth.depth_only_limit is not None:
+        frames = Subset(frames, range(min(cfg.depth.depth_only_limit, len(frames))))
+    generator = torch.Generator().manual_seed(cfg.train.seed)
+    common = {"batch_size": cfg.data.batch_size, "generator": generator}
+    sampler = PhasedBatchSampler(
+        MixedBatchSampler(len(labeled), len(frames), labeled_per_batch=cfg.depth.labeled_per_batch, **common),
+        MixedBatchSampler(len(labeled), 0, labeled_per_batch=cfg.depth.labeled_per_batch, **common),
+        cfg.depth.mixed_epochs)
+    loader = DataLoader(ConcatDataset([labeled, frames]), batch_sampler=sampler, num_workers=cfg.data.num_workers,
+                        collate_fn=pad_collate, pin_memory=device.type == "cuda", generator=generator)
+    return loader, sampler
+
+
+def depth_task(cfg: Config, model: nn.Module, num_classes: int, class_names: list[str],
+               sampler: PhasedBatchSampler | None = None, save_predictions: str | Path | None = None) -> Task:
+    train_augment, eval_augment = build_augmentations(cfg.data)
+    forward = make_forward(cfg, num_classes)
+
+    def evaluate(model: nn.Module, loader, device: torch.device) -> dict[str, float]:
+        return evaluate_depth(model, loader, device, cfg=cfg, num_classes=num_classes, preprocess=eval_augment,
+                              forward=forward, class_names=class_names, save_predictions=save_predictions)
+
+    def before_epoch(epoch: int) -> None:
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+
+    generators = [train_augment.generator] + ([sampler.mixed.generator] if sampler is not None else [])
+    return Task(model=model, augment=train_augment, eval_augment=eval_augment, forward=forward,
+                losses=make_losses(cfg), evaluate=evaluate, generators=generators, before_epoch=before_epoch,
+                dynamic_loss_weights=make_dynamic_weights(cfg))
+
+
+def _check(cfg: Config) -> None:
+    if cfg.task != "depth":
+        raise ConfigError(f"task={cfg.task!r}; depth models train with task: depth")
+    if cfg.data.dataset != "nyu":
+        raise ConfigError(f"data.dataset={cfg.data.dataset!r}: depth needs NYUv2 (data.dataset: nyu)")
+
+
+def train(cfg: Config, resume: str | Path | None = None) -> dict:
+    _check(cfg)
+    seed_everything(cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    labeled = build_dataset(cfg.data, cfg.data.train_split, limit=cfg.data.train_limit)
+    val_set = build_dataset(cfg.data, cfg.data.val_split, limit=cfg.data.val_limit)
+    num_classes = dataset_num_classes(labeled)
+    model = build_model(cfg, num_classes).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    train_loader, sampler = build_train_loader(cfg, labeled, device)
+    val_loader = make_loader(val_set, batch_size=cfg.data.eval_batch_size, shuffle=False,
+                             num_workers=cfg.data.num_workers, device=device)
+    task = depth_task(cfg, model, num_classes, dataset_class_names(labeled), sampler)
+    frames = "" if sampler is None else (f" + {len(train_loader.dataset) - len(labeled)} depth-only frames "
+                                         f"for {cfg.depth.mixed_epochs} epochs")
+    print(f"[{cfg.name}] {cfg.model.name} ({', '.join(loss_terms(cfg))}) on {len(labeled)} labeled{frames}, "
+          f"{len(val_set)} val, {sum(p.numel() for p in model.parameters()):,} parameters, device {device}")
+    return fit(cfg, task, train_loader, val_loader, device=device, resume=resume).as_dict()
+
+
+def evaluate_checkpoint(cfg: Config, checkpoint: dict, split: str,
+                        save_predictions: str | Path | None = None) -> dict[str, float]:
+    """``labelreg eval`` for task: depth."""
+    _check(cfg)
+    device = resolve_device(cfg.train.device)
+    dataset = build_dataset(cfg.data, split, limit=cfg.data.val_limit)
+    num_classes = dataset_num_classes(dataset)
+    cfg.model.pretrained_backbone = None  # the weights come from the checkpoint
+    model = build_model(cfg, num_classes)
+    model.load_state_dict(checkpoint["model"])
+    loader = make_loader(dataset, batch_size=cfg.data.eval_batch_size, shuffle=False,
+                         num_workers=cfg.data.num_workers, device=device)
+    task = depth_task(cfg, model.to(device), num_classes, dataset_class_names(dataset),
+                      save_predictions=save_predictions)
+    return task.evaluate(model, loader, device)
+
+
+__all__ = ["build_model", "evaluate_checkpoint", "evaluate_depth", "load_checkpoint", "train"]

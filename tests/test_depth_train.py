@@ -1,0 +1,95 @@
+"""Depth training end to end on tiny synthetic data: CLI, loss variants, balancing, phases, outputs."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from depth.io import colorize_depth, read_depth_png, save_depth_png
+from depth.train import loss_terms, make_dynamic_weights
+from labelreg.cli import main
+from labelreg.config import config_from_dict
+from labelreg.engine import load_checkpoint
+
+TINY = ("model.options={backbone: densenet67, hidden: 16, backbone_options: {growth_rate: 8, "
+        "block_config: [1, 1, 1, 1], stem_channels: [8, 8, 8]}}")
+
+
+def overrides(synthetic, out, name="tiny"):
+    return [f"data.root={synthetic.root}", f"output_dir={out}", f"name={name}", "data.crop_size=[32,48]",
+            "data.batch_size=4", "data.eval_batch_size=4", "train.log_every=1", "data.num_workers=0",
+            f"depth.depth_only={synthetic.depth_only_dir}", "data.eval_size=[32,48]"]
+
+
+def test_two_part_training_with_mixed_phases_and_evaluation(tiny_synthetic, tmp_path, capsys):
+    config = "configs/demo/twopart-tiny_synth-nyu40.yaml"
+    from pathlib import Path
+
+    config = str(Path(__file__).resolve().parents[1] / config)
+    args = overrides(tiny_synthetic, tmp_path) + [TINY, "train.epochs=3", "train.eval_every=3",
+                                                  "depth.mixed_epochs=2", "depth.depth_only_limit=null"]
+    assert main(["train-depth", "--config", config, *args]) == 0
+    printed = capsys.readouterr().out
+    assert "3 depth-only frames for 2 epochs" in printed
+    history = load_checkpoint(tmp_path / "tiny" / "checkpoints" / "last.pt")["history"]
+    assert [entry["epoch"] for entry in history] == [1, 2, 3]
+    terms = ["depth", "seg", "part1_depth", "part1_seg"]
+    assert all(f"train/{term}" in history[0] and f"weight/{term}" in history[0] for term in terms)
+    assert all(history[0][f"weight/{term}"] == 1.0 for term in terms)  # nothing to balance with yet
+    # from epoch 2 on every term contributes equally: weight × previous average is the same for all
+    contributions = [history[1][f"weight/{t}"] * history[0][f"train/{t}"] for t in terms]
+    assert max(contributions) == pytest.approx(min(contributions), rel=1e-6)
+    final = history[-1]
+    assert {"val/pixel_rmse", "val/image_rmse", "val/pixel_delta1", "val/miou"} <= set(final)
+
+    out = tmp_path / "predictions"
+    assert main(["eval", "--checkpoint", str(tmp_path / "tiny" / "checkpoints" / "last.pt"),
+                 "--save-predictions", str(out)]) == 0
+    report = capsys.readouterr().out
+    assert "pixel_rmse" in report and "miou" in report
+    pngs = sorted(out.glob("nyu_*[0-9].png"))
+    assert pngs and (out / f"{pngs[0].stem}_preview.png").is_file()
+    assert read_depth_png(pngs[0]).shape == (32, 48)
+
+
+@pytest.mark.parametrize("inputs", ["seg", "rgb", "seg+rgb"])
+def test_seg_to_depth_trains(tiny_synthetic, tmp_path, inputs):
+    from pathlib import Path
+
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "seg2depth-resnet50-segrgb_nyu40.yaml")
+    args = overrides(tiny_synthetic, tmp_path) + ["train.epochs=1", "train.eval_every=1", f"depth.inputs={inputs}",
+                                                  "model.pretrained_backbone=null", "data.val_limit=4"]
+    assert main(["train-depth", "--config", config, *args]) == 0
+    entry = json.loads((tmp_path / "tiny" / "metrics.json").read_text())["last"]
+    assert entry["train/depth"] > 0 and "val/pixel_rmse" in entry and "val/miou" not in entry
+
+
+def test_loss_terms_of_each_baseline():
+    def terms(**depth):
+        return loss_terms(config_from_dict({"task": "depth", "model": {"name": "twopart_densenet121"},
+                                            "depth": depth}))
+
+    assert terms() == ["depth", "seg", "part1_depth", "part1_seg"]
+    assert terms(supervision="final") == ["depth", "seg"]
+    assert terms(supervision="final", seg_loss=False) == ["depth"]
+    assert terms(supervision="final", depth_loss=False) == ["seg"]
+    with pytest.raises(ValueError, match="nothing to train"):
+        terms(seg_loss=False, depth_loss=False)
+
+
+def test_two_x_segmentation_weight_on_top_of_balancing():
+    cfg = config_from_dict({"task": "depth", "model": {"name": "twopart_densenet121"},
+                            "depth": {"supervision": "final", "seg_weight": 2.0}})
+    weights = make_dynamic_weights(cfg)
+    assert weights([]) == {"depth": 1.0, "seg": 2.0}
+    balanced = weights([{"train/depth": 2.0, "train/seg": 0.5}])
+    assert balanced["depth"] * 2.0 * 2 == pytest.approx(balanced["seg"] * 0.5)  # seg counts twice
+
+
+def test_depth_png_round_trip_and_preview(tmp_path):
+    depth = torch.tensor([[0.0, 1.2345], [10.0, float("nan")]])
+    path = save_depth_png(depth, tmp_path / "d.png")
+    back = read_depth_png(path)
+    assert back.dtype == np.float32 and back[0, 1] == pytest.approx(1.2345, abs=1e-3) and back[1, 1] == 0
+    preview = colorize_depth(depth, 10.0)
+    assert preview.shape == (2, 2, 3) and (preview[0, 0] == 0).all()
