@@ -75,3 +75,20 @@ def test_segmentation_configs_build_their_model(path):
     cfg = load_config(path, ["model.pretrained_backbone=null", "model.init_from=null", "regularizer.random_init=true"])
     model = build_model(cfg, 21)
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+DEPTH_CONFIGS = [path for path in sorted(CONFIGS.rglob("*.yaml"))
+                 if load_config(path).task == "depth" and "_base_" not in path.parts]
+
+
+@pytest.mark.parametrize("path", DEPTH_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_depth_configs_build_their_model(path):
+    import torch
+
+    from depth.train import build_model, loss_terms
+
+    cfg = load_config(path, ["model.pretrained_backbone=null"])
+    assert loss_terms(cfg)
+    with torch.device("meta"):  # architecture only: no memory, no arithmetic
+        model = build_model(cfg, 40)
+    assert sum(p.numel() for p in model.parameters()) > 0
