@@ -145,7 +145,7 @@ def build_train_loader(cfg: Config, labeled, device: torch.device) -> tuple[Data
     if cfg.depth.depth_only_limit is not None:
         frames = Subset(frames, range(min(cfg.depth.depth_only_limit, len(frames))))
     generator = torch.Generator().manual_seed(cfg.train.seed)
-    common = {"batch_size": cfg.data.batch_size, "generator": generator}
+    common = {"batch_size": cfg.data.batch_size, "generator": generator, "drop_last": True}  # as make_loader
     sampler = PhasedBatchSampler(
         MixedBatchSampler(len(labeled), len(frames), labeled_per_batch=cfg.depth.labeled_per_batch, **common),
         MixedBatchSampler(len(labeled), 0, labeled_per_batch=cfg.depth.labeled_per_batch, **common),
