@@ -62,10 +62,19 @@ def cmd_eval(args: argparse.Namespace) -> None:
     metrics = evaluate_checkpoint(cfg, checkpoint, split, save_predictions=args.save_predictions, aux=args.aux,
                                   figure=args.figure)
     print(format_metrics(metrics, title=f"{cfg.name} — {cfg.task} on {cfg.data.dataset} {split}"))
+    protocol = None
+    if cfg.task == "depth":
+        protocol = (f"depth: valid ground truth in [{cfg.depth.min_depth}, {cfg.depth.max_depth}] m, Eigen crop "
+                    f"{'on' if cfg.depth.eigen_crop else 'off'}; pixel_* = accumulated over all pixels, image_* = "
+                    "mean of per-image values; relative errors divided by the ground truth; rmse in metres")
+        print(protocol)
     folder = Path(args.checkpoint).resolve().parent
     folder = folder.parent if folder.name == "checkpoints" else folder  # the run directory
     out = Path(args.out) if args.out else folder / f"eval_{split}{'_aux' if args.aux else ''}.json"
-    out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "split": split, "metrics": metrics}, indent=2))
+    record = {"checkpoint": str(args.checkpoint), "split": split, "metrics": metrics}
+    if protocol:
+        record["protocol"] = protocol
+    out.write_text(json.dumps(record, indent=2))
     print(f"wrote {out}")
 
 

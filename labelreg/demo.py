@@ -24,6 +24,7 @@ import labelreg
 from labelreg.config import Config, load_config
 from labelreg.data.build import (build_augmentations, build_dataset, dataset_class_names, dataset_num_classes,
                                  ensure_synthetic)
+from labelreg.data.transforms import denormalize
 from labelreg.engine import load_checkpoint, make_loader, resolve_device, to_device
 from labelreg.evaluation import format_metrics
 from labelreg.viz import image_grid, overlay, plot_curves, save_png, segmentation_figure, to_uint8_image
@@ -98,7 +99,8 @@ def _depth_figure(cfg: Config, checkpoints: list[tuple[str, dict]], path: Path) 
         with torch.inference_mode():
             columns.append((title, make_forward(cfg, num_classes)(model, prepared)["depth"][:, 0]))
     top = cfg.depth.max_depth
-    rows = [[to_uint8_image(batch["image"][i]), colorize_depth(batch["depth"][i], top),
+    images = denormalize(prepared["image"])  # at the evaluation size, like the predictions
+    rows = [[to_uint8_image(images[i]), colorize_depth(prepared["depth"][i], top),
              *(colorize_depth(column[i], top) for _, column in columns)] for i in range(min(FIGURE_ROWS, len(columns[0][1])))]
     return save_png(image_grid(rows, titles=["image", "ground-truth depth", *(t for t, _ in columns)]), path)
 

@@ -116,9 +116,10 @@ def format_metrics(metrics: dict[str, float], title: str = "") -> str:
     lines = [title, "-" * max(len(title), 32)] if title else []
     headline = [key for key in metrics if "/" not in key]
     per_class = [key for key in metrics if key.startswith("iou/")]
-    for key in headline:  # fractions shown as percentages; losses as they are
-        value = metrics[key] if "loss" in key else 100 * metrics[key]
-        lines.append(f"{key:24s} {value:7.2f}")
+    for key in headline:  # fractions shown as percentages; losses and depth errors as they are
+        raw = "loss" in key or key.split("_", 1)[-1] in ("rmse", "rmse_log", "abs_rel", "sq_rel")
+        value = metrics[key] if raw else 100 * metrics[key]
+        lines.append(f"{key:24s} {value:7.3f}" if raw else f"{key:24s} {value:7.2f}")
     if per_class:
         lines.append("per-class IoU:")
         for key in per_class:

@@ -9,7 +9,7 @@ def test_demo_writes_report(tmp_path):
     summary = run_demo(out=tmp_path / "demo", data_root=tmp_path / "data", overrides=[
         "data.synth_labeled=8", "data.synth_depth_only=2", "data.synth_size=[32,48]", "data.crop_size=[32,48]",
         "train.epochs=1", "data.batch_size=4", "data.eval_batch_size=4",
-        "data.eval_size=null", "depth.mixed_epochs=1", "depth.depth_only_limit=4"])
+        "depth.mixed_epochs=1", "depth.depth_only_limit=4"])
     out = tmp_path / "demo"
     for name in ("report.md", "metrics.json", "ae_reconstructions.png", "ae_curves.png", "seg_predictions.png",
                  "seg_curves.png", "seg_reg_curves.png", "depth_predictions.png"):

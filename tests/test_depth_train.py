@@ -46,7 +46,7 @@ def test_two_part_training_with_mixed_phases_and_evaluation(tiny_synthetic, tmp_
     assert main(["eval", "--checkpoint", str(tmp_path / "tiny" / "checkpoints" / "last.pt"),
                  "--save-predictions", str(out)]) == 0
     report = capsys.readouterr().out
-    assert "pixel_rmse" in report and "miou" in report
+    assert "pixel_rmse" in report and "miou" in report and "Eigen crop off" in report
     pngs = sorted(out.glob("nyu_*[0-9].png"))
     assert pngs and (out / f"{pngs[0].stem}_preview.png").is_file()
     assert read_depth_png(pngs[0]).shape == (32, 48)
