@@ -101,8 +101,10 @@ def evaluate_depth(model: nn.Module, loader, device: torch.device, *, cfg: Confi
             has_seg = True
             seg_metrics.update(outputs["seg"], batch["label"])
         if save_predictions is not None:
+            # crop padding away only when predictions are at the (padded) input size, not resized by eval_size
+            padded = tuple(prediction.shape[-2:]) == tuple(batch["size"].max(0).values.tolist())
             for index, name in enumerate(batch["name"]):
-                height, width = (int(v) for v in batch["size"][index])
+                height, width = (int(v) for v in batch["size"][index]) if padded else prediction.shape[-2:]
                 depth = prediction[index, :height, :width]
                 save_depth_png(depth, Path(save_predictions) / f"{name}.png")
                 save_png(colorize_depth(depth, cfg.depth.max_depth), Path(save_predictions) / f"{name}_preview.png")
