@@ -38,9 +38,10 @@ DEMO_SINGLE_CONFIG = CONFIG_DIR / "demo" / "twopart-tiny-single_synth-nyu40.yaml
 FIGURE_ROWS = 6
 
 
-def _validation_batch(cfg: Config, count: int = FIGURE_ROWS) -> dict:
+def _validation_batch(cfg: Config, count: int = FIGURE_ROWS) -> tuple[dict, object]:
+    """The first ``count`` validation samples as a batch, and the dataset they come from."""
     dataset = build_dataset(cfg.data, cfg.data.val_split)
-    return next(iter(make_loader(dataset, batch_size=count, shuffle=False, num_workers=0)))
+    return next(iter(make_loader(dataset, batch_size=count, shuffle=False, num_workers=0))), dataset
 
 
 def _autoencoder_figure(cfg: Config, checkpoint: dict, path: Path) -> Path:
@@ -48,8 +49,7 @@ def _autoencoder_figure(cfg: Config, checkpoint: dict, path: Path) -> Path:
     from labelreg.train_ae import build_autoencoder, build_task, reconstruction_panels
 
     device = resolve_device(cfg.train.device)
-    batch = _validation_batch(cfg)
-    dataset = build_dataset(cfg.data, cfg.data.val_split)
+    batch, dataset = _validation_batch(cfg)
     model = build_autoencoder(cfg, dataset_num_classes(dataset)).to(device).eval()
     model.load_state_dict(checkpoint["model"])
     task = build_task(cfg, model, dataset_class_names(dataset))
@@ -68,8 +68,8 @@ def _segmenter_figure(runs: list[tuple[str, Config, dict]], path: Path) -> Path:
 
     cfg = runs[0][1]
     device = resolve_device(cfg.train.device)
-    batch = _validation_batch(cfg)
-    num_classes = dataset_num_classes(build_dataset(cfg.data, cfg.data.val_split))
+    batch, dataset = _validation_batch(cfg)
+    num_classes = dataset_num_classes(dataset)
     prepared = build_augmentations(cfg.data)[1](to_device(batch, device))
     columns = []
     for title, run_cfg, checkpoint in runs:
@@ -89,8 +89,8 @@ def _depth_figure(cfg: Config, checkpoints: list[tuple[str, dict]], path: Path) 
     from depth.train import build_model, make_forward
 
     device = resolve_device(cfg.train.device)
-    batch = _validation_batch(cfg)
-    num_classes = dataset_num_classes(build_dataset(cfg.data, cfg.data.val_split))
+    batch, dataset = _validation_batch(cfg)
+    num_classes = dataset_num_classes(dataset)
     prepared = build_augmentations(cfg.data)[1](to_device(batch, device))
     columns = []
     for title, checkpoint in checkpoints:

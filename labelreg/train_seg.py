@@ -100,12 +100,19 @@ def segmentation_task(cfg: Config, model: nn.Module, class_names: list[str],
     train_augment, eval_augment = build_augmentations(cfg.data)
     has_aux_output = isinstance(model, DecoderRegularized)
 
+    single_pass = list(cfg.eval.scales) == [1.0] and not cfg.eval.short_sides and not cfg.eval.flip
+
     def predict(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
-        outputs = {"seg": predict_probabilities(model, batch["image"], scales=cfg.eval.scales,
-                                                short_sides=cfg.eval.short_sides, flip=cfg.eval.flip)}
+        if single_pass:  # one forward gives both the primary and the auxiliary output
+            outputs = model(batch["image"])
+            result = {"seg": outputs["seg"].float().softmax(dim=1)}
+        else:
+            result = {"seg": predict_probabilities(model, batch["image"], scales=cfg.eval.scales,
+                                                   short_sides=cfg.eval.short_sides, flip=cfg.eval.flip)}
+            outputs = model(batch["image"]) if has_aux_output else {}
         if has_aux_output:  # the decoder's view, single scale (thesis Fig. 5.6)
-            outputs["aux_seg"] = model(batch["image"])["aux_seg"]
-        return outputs
+            result["aux_seg"] = outputs["aux_seg"]
+        return result
 
     def evaluate(model: nn.Module, loader, device: torch.device) -> dict[str, float]:
         return evaluate_segmentation(model, loader, device, num_classes=len(class_names), preprocess=eval_augment,

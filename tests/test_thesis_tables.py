@@ -41,4 +41,7 @@ def test_demo_sized_rows_run_and_fill_the_table(tiny_synthetic, tmp_path):
     assert len(rows) == 2 and all("—" not in line for line in rows)
     assert (tmp_path / "table5.2-demo" / "ae-128" / "checkpoints" / "best.pt").is_file()
     # a second call finds everything finished and trains nothing
+    checkpoint = tmp_path / "table5.2-demo" / "ae-128" / "checkpoints" / "last.pt"
+    stamp = checkpoint.stat().st_mtime_ns
     assert thesis_tables.main(args) == 0
+    assert checkpoint.stat().st_mtime_ns == stamp
