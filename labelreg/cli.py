@@ -1,4 +1,4 @@
-"""``labelreg <subcommand>``: synth, train-ae, train-seg, train-cls, train-depth, eval, export, demo."""
+"""``labelreg <subcommand>``: synth, train-ae, train-seg, train-cls, train-depth, eval, export, query, demo."""
 from __future__ import annotations
 
 import argparse
@@ -97,6 +97,85 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {cfg.model.name}, {len(state)} tensors ({dropped} of the auxiliary branch dropped)")
 
 
+def _query_boxes(args: argparse.Namespace, count: int) -> list:
+    """One --box / --class per --image, or one for all of them; None = the whole image."""
+    from labelreg.introspect import parse_box
+
+    boxes, classes = args.box or [], args.class_name or []
+    if boxes and classes:
+        raise ConfigError("give either --box or --class, not both")
+    given = [parse_box(box) for box in boxes] or [("class", name) for name in classes]
+    if len(given) not in (0, 1, count):
+        raise ConfigError(f"{len(given)} --box/--class for {count} --image: give one, or one per image")
+    return given * count if len(given) == 1 else given or [None] * count
+
+
+def cmd_query(args: argparse.Namespace) -> None:
+    """Nearest regions in label space (thesis §5.4.3): table on stdout, JSON and a picture grid."""
+    from labelreg.data.build import build_dataset, dataset_class_names, dataset_num_classes
+    from labelreg.engine import load_checkpoint, resolve_device
+    from labelreg.introspect import (class_box, find_sample, image_source, label_source, open_index, query_figure,
+                                     run_directory, run_query)
+
+    if not (args.autoencoder or args.segmenter):
+        raise ConfigError("give --autoencoder CKPT (query from label maps) or --segmenter CKPT (query from images)")
+    query_kind = "images" if args.segmenter else "labels"
+    reference_kind = args.reference_from or query_kind
+    checkpoints = {"labels": args.autoencoder, "images": args.segmenter}
+    if checkpoints[reference_kind] is None:
+        raise ConfigError(f"--reference-from {reference_kind} needs "
+                          f"{'--autoencoder' if reference_kind == 'labels' else '--segmenter'} CKPT")
+    stored = load_checkpoint(checkpoints[query_kind])["config"]
+    switched = args.dataset and args.dataset != stored["data"]["dataset"]  # then its own standard splits
+    data_overrides = [*([f"data.dataset={args.dataset}", "data.train_split=train",
+                         f"data.val_split={'val' if args.dataset == 'voc' else 'test'}"] if switched else []),
+                      *(["data.root=" + args.root] if args.root else []), *args.overrides]
+    cfg = config_from_dict(stored, data_overrides)
+    cfg.data.canvas = None  # boxes are in the images' own pixels
+    device = resolve_device(args.device)
+    args.split, args.reference_split = args.split or cfg.data.train_split, args.reference_split or cfg.data.val_split
+    queries = build_dataset(cfg.data, args.split)
+    reference = build_dataset(cfg.data, args.reference_split, limit=args.reference_limit)
+    num_classes, names = dataset_num_classes(reference), dataset_class_names(reference)
+    sources = {kind: (label_source(checkpoints[kind], device, num_classes) if kind == "labels"
+                      else image_source(checkpoints[kind], device, num_classes))
+               for kind in {query_kind, reference_kind}}
+    description = f"{cfg.data.dataset}:{Path(cfg.data.root).resolve()}:{args.reference_split}:{args.reference_limit}"
+    index = open_index(sources[reference_kind], reference, checkpoints[reference_kind], description=description,
+                       folder=args.index, rebuild=args.rebuild, dtype=args.index_dtype)
+    print(f"index: {index.path} ({len(index.images)} images, {index.num_cells} cells × {index.channels}, "
+          f"{reference_kind} features)")
+    results = []
+    for image, box in zip(args.image, _query_boxes(args, len(args.image))):
+        _, sample = find_sample(queries, image)
+        if box is None:
+            box = (0, 0, *sample["image"].shape[-2:])
+        elif box[0] == "class":
+            name = box[1]
+            if name not in names and not (name.isdigit() and int(name) < num_classes):
+                raise ConfigError(f"--class {name!r}: not a class of {cfg.data.dataset} ({', '.join(names)})")
+            class_id = names.index(name) if name in names else int(name)
+            if not bool((sample["label"] == class_id).any()):
+                present = [names[i] for i in sample["label"].unique().tolist() if i < num_classes]
+                raise ConfigError(f"--class {name!r} does not occur in image {image}; it shows {', '.join(present)}")
+            box = class_box(sample["label"], class_id)
+        result = run_query(index, sources[query_kind], sample, box, k=args.k, metric=args.metric,
+                           pooling=args.pooling, exclude_self=not args.include_self, device=device)
+        print(result.table())
+        results.append((result, sample))
+    folder = run_directory(checkpoints[query_kind]) / "queries"
+    stem = f"{query_kind}_{args.image[0]}" + (f"_and_{len(args.image) - 1}_more" if len(args.image) > 1 else "")
+    out_json = Path(args.json) if args.json else folder / f"{stem}.json"
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps({"index": str(index.path), "metric": args.metric, "pooling": args.pooling,
+                                    "query_split": args.split, "reference_split": args.reference_split,
+                                    "reference_from": reference_kind,
+                                    "results": [result.as_dict() for result, _ in results]}, indent=2))
+    figure = query_figure(results, reference, Path(args.figure) if args.figure else folder / f"{stem}.png",
+                          titles=[query_kind] * len(results))
+    print(f"wrote {out_json} and {figure}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from labelreg.demo import run_demo
 
@@ -148,6 +227,40 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", required=True)
     export.add_argument("--out", required=True, help="output .pt (loads with labelreg eval --checkpoint)")
     export.set_defaults(run=cmd_export)
+
+    query = commands.add_parser("query", help="nearest regions in label space (thesis §5.4.3), table + picture")
+    source = query.add_argument_group("feature source (one of them, or both with --reference-from)")
+    source.add_argument("--autoencoder", default=None, metavar="CKPT",
+                        help="train-ae checkpoint: query from ground-truth label maps through its encoder")
+    source.add_argument("--segmenter", default=None, metavar="CKPT",
+                        help="train-seg checkpoint with the decoder regularizer: query from images (aux_code)")
+    query.add_argument("--dataset", default=None, choices=["voc", "nyu"], help="default: the checkpoint's data set")
+    query.add_argument("--root", default=None, help="data folder (a VOC-layout directory or the NYU .mat folder)")
+    query.add_argument("--image", action="append", required=True, metavar="ID",
+                       help="query image id (e.g. 2007_000033, nyu_0003) or position in --split; repeatable")
+    query.add_argument("--box", action="append", metavar="Y0,X0,Y1,X1",
+                       help="query region in pixels, half-open, snapped to 16-pixel cells (default: whole image)")
+    query.add_argument("--class", dest="class_name", action="append", metavar="NAME",
+                       help="instead of --box: the bounding box of the largest region of this class")
+    query.add_argument("--split", default=None, help="split of the query images (default: data.train_split)")
+    query.add_argument("--reference-split", default=None, help="split searched (default: data.val_split)")
+    query.add_argument("--reference-limit", type=int, default=None, help="index only the first N reference images")
+    query.add_argument("--reference-from", choices=["labels", "images"], default=None,
+                       help="features of the reference set: labels (encoder on ground truth) or images (segmenter); "
+                            "default: the query's kind")
+    query.add_argument("--k", type=int, default=2, help="matches to return (default 2, like thesis Fig. 5.7)")
+    query.add_argument("--metric", choices=["cosine", "l2"], default="cosine")
+    query.add_argument("--pooling", choices=["concat", "mean"], default="concat",
+                       help="how the box's cells form one vector: concatenated (keeps the layout) or averaged")
+    query.add_argument("--include-self", action="store_true", help="allow matches in the query's own image")
+    query.add_argument("--index", default=None, metavar="DIR", help="index folder (default: <run>/index/...)")
+    query.add_argument("--index-dtype", choices=["float32", "float16"], default="float32")
+    query.add_argument("--rebuild", action="store_true", help="rebuild the index even if it is up to date")
+    query.add_argument("--device", default="auto")
+    query.add_argument("--json", default=None, help="JSON output (default: <run>/queries/<kind>_<id>.json)")
+    query.add_argument("--figure", default=None, help="PNG output (default: next to the JSON)")
+    query.add_argument("overrides", nargs="*", help="data.key=value overrides, e.g. data.sbd_root=/data/sbd")
+    query.set_defaults(run=cmd_query)
 
     demo = commands.add_parser("demo", help="synthetic data → phase one, with a report in runs/demo")
     demo.add_argument("--out", default="runs/demo")

@@ -47,6 +47,29 @@ def evaluate_segmentation(model: nn.Module, loader: Iterable[Batch], device: tor
     return flat
 
 
+def segmenter_from_checkpoint(cfg: Config, checkpoint: dict, num_classes: int, *, with_regularizer: bool) -> nn.Module:
+    """The segmenter of a ``train-seg`` checkpoint with its weights loaded.
+
+    ``with_regularizer`` keeps the auxiliary branch (the decoder weights come from the
+    checkpoint, so the phase-one file is not needed); otherwise the plain segmenter is
+    returned. ``cfg`` (the checkpoint's config) is adjusted in place: no pretrained downloads.
+    """
+    from labelreg.models.regularizer import plain_segmenter_state
+    from labelreg.train_seg import build_model
+
+    regularized = any(key.startswith("segmenter.") for key in checkpoint["model"])
+    if with_regularizer and not regularized:
+        raise ConfigError("this needs a checkpoint trained with a regularizer (regularizer.kind decoder/encoder); "
+                          f"{cfg.name} was trained without one")
+    if with_regularizer:
+        cfg.regularizer.random_init = True
+    cfg.model.pretrained_backbone = cfg.model.init_from = None  # weights come from the checkpoint
+    model = build_model(cfg, num_classes, with_regularizer=with_regularizer)
+    state = checkpoint["model"] if with_regularizer else plain_segmenter_state(checkpoint["model"])
+    model.load_state_dict(state)
+    return model
+
+
 def evaluate_checkpoint(cfg: Config, checkpoint: dict, split: str, save_predictions: str | Path | None = None,
                         aux: bool = False, figure: str | Path | None = None) -> dict[str, float]:
     """Rebuild the model of ``cfg.task`` from ``checkpoint`` and evaluate it on ``split``.
@@ -76,19 +99,13 @@ def evaluate_checkpoint(cfg: Config, checkpoint: dict, split: str, save_predicti
 
         model = build_autoencoder(cfg, num_classes)
         task = build_task(cfg, model, class_names)
+        model.load_state_dict(checkpoint["model"])
     elif cfg.task == "segmentation":
-        from labelreg.models.regularizer import plain_segmenter_state
-        from labelreg.train_seg import build_model, segmentation_task
+        from labelreg.train_seg import segmentation_task
 
-        regularized = any(key.startswith("segmenter.") for key in checkpoint["model"])
-        if aux and not regularized:
+        if aux and not any(key.startswith("segmenter.") for key in checkpoint["model"]):
             raise ConfigError("--aux needs a checkpoint trained with a regularizer (regularizer.kind decoder/encoder)")
-        if aux:  # the checkpoint holds the decoder's weights: no need for the phase-one file
-            cfg.regularizer.random_init = True
-        cfg.model.pretrained_backbone = cfg.model.init_from = None  # weights come from the checkpoint
-        model = build_model(cfg, num_classes, with_regularizer=aux)
-        if not aux:
-            checkpoint = {**checkpoint, "model": plain_segmenter_state(checkpoint["model"])}
+        model = segmenter_from_checkpoint(cfg, checkpoint, num_classes, with_regularizer=aux)
         task = segmentation_task(cfg, model, class_names, save_predictions=save_predictions)
     else:
         raise ConfigError(f"task={cfg.task!r}: labelreg eval knows autoencoder, segmentation, classification, depth")
@@ -96,7 +113,6 @@ def evaluate_checkpoint(cfg: Config, checkpoint: dict, split: str, save_predicti
         raise ConfigError("--save-predictions is for segmentation checkpoints")
     if figure is not None and cfg.task != "segmentation":
         raise ConfigError("--figure is for segmentation checkpoints")
-    model.load_state_dict(checkpoint["model"])
     metrics = task.evaluate(model.to(device), loader, device)
     if figure is not None:
         from labelreg.viz import segmentation_figure

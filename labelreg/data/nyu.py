@@ -189,6 +189,11 @@ class NYUv2Labeled(Dataset):
     def __len__(self) -> int:
         return len(self.mat_indices)
 
+    @property
+    def ids(self) -> list[str]:
+        """Image ids in split order (``nyu_0001`` = the first image of the .mat, 1-based like MATLAB)."""
+        return [f"nyu_{int(i) + 1:04d}" for i in self.mat_indices]
+
     def __getitem__(self, index: int) -> Sample:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
