@@ -6,7 +6,10 @@ Stages so far:
 3. train a tiny zoom-out DenseNet-67 on a small labeled subset, without (baseline) and
    with the decoder regularizer (phase two), and compare them on the held-out split;
 4. joint depth + segmentation: a tiny two-part model on labeled + depth-only frames and,
-   for comparison, the single-part baseline (the ``depth`` package).
+   for comparison, the single-part baseline (the ``depth`` package);
+5. label-space introspection (thesis §5.4.3): the same region of a training image searched in
+   the held-out split, once from its label map (phase-one encoder) and once from the image
+   (the regularized segmenter's predicted decoder input).
 
 Each stage has its run directory under ``runs/demo/`` (config, checkpoints,
 TensorBoard logs, metrics.json); the demo adds ``report.md``, ``metrics.json``
@@ -105,6 +108,37 @@ def _depth_figure(cfg: Config, checkpoints: list[tuple[str, dict]], path: Path) 
     return save_png(image_grid(rows, titles=["image", "ground-truth depth", *(t for t, _ in columns)]), path)
 
 
+# large surfaces and catch-all classes make dull queries: prefer an object
+BORING_CLASSES = {"background", "wall", "floor", "ceiling", "otherstructure", "otherfurniture", "otherprop"}
+
+
+def _query_stage(ae_cfg: Config, reg_cfg: Config, out: Path) -> tuple[Path, list[dict]]:
+    """Two queries for the same region of the first training image: from its labels, from its pixels."""
+    from labelreg.introspect import class_box, image_source, label_source, open_index, query_figure, run_query
+
+    device = resolve_device(ae_cfg.train.device)
+    queries = build_dataset(ae_cfg.data, ae_cfg.data.train_split)
+    reference = build_dataset(ae_cfg.data, ae_cfg.data.val_split)
+    names, num_classes = dataset_class_names(reference), dataset_num_classes(reference)
+    sample = queries[0]
+    counts = torch.bincount(sample["label"][sample["label"] < num_classes].flatten(), minlength=num_classes)
+    ranked = [c for c in counts.argsort(descending=True).tolist() if counts[c] > 0]
+    chosen = next((c for c in ranked if names[c] not in BORING_CLASSES), ranked[0])
+    box = class_box(sample["label"], chosen)
+    description = f"demo:{ae_cfg.data.root}:{ae_cfg.data.val_split}"
+    results = []
+    for checkpoint, source in ((ae_cfg.run_dir / "checkpoints" / "best.pt", label_source),
+                               (reg_cfg.run_dir / "checkpoints" / "best.pt", image_source)):
+        features = source(checkpoint, device, num_classes)
+        index = open_index(features, reference, checkpoint, description=description, progress=False)
+        results.append((run_query(index, features, sample, box, k=3, device=device), sample))
+    figure = query_figure(results, reference, out / "queries.png",
+                          titles=["labels", "image"])
+    records = [{**result.as_dict(), "class": names[chosen]} for result, _ in results]
+    (out / "queries.json").write_text(json.dumps(records, indent=2))
+    return figure, records
+
+
 def _train_stage(config_path: Path, name: str, out: Path, data_root: Path, overrides: list[str], trainer) -> tuple:
     cfg = load_config(config_path, [f"output_dir={out}", f"name={name}", f"data.root={data_root}", *overrides])
     started = time.perf_counter()
@@ -155,6 +189,9 @@ def run_demo(out: Path = Path("runs/demo"), data_root: Path = Path("data/synthet
                                                                    *overrides], train_depth)
     depth_figure = _depth_figure(two_cfg, [("two-part", two_checkpoint), ("single-part", one_checkpoint)],
                                  out / "depth_predictions.png")
+    query_started = time.perf_counter()
+    query_figure, query_records = _query_stage(ae_cfg, reg_cfg, out)
+    query_seconds = time.perf_counter() - query_started
     total_seconds = time.perf_counter() - started
 
     summary = {
@@ -169,9 +206,11 @@ def run_demo(out: Path = Path("runs/demo"), data_root: Path = Path("data/synthet
                         "run_dir": str(reg_cfg.run_dir)},
         "depth": {"twopart": {"val": two_best, "run_dir": str(two_cfg.run_dir)},
                   "single": {"val": one_best, "run_dir": str(one_cfg.run_dir)}},
+        "queries": query_records,
         "seconds": {"data": round(data_seconds, 1), "train_ae": round(ae_seconds, 1),
                     "train_seg": round(seg_seconds, 1), "train_seg_reg": round(reg_seconds, 1),
                     "train_twopart": round(two_seconds, 1), "train_single": round(one_seconds, 1),
+                    "queries": round(query_seconds, 1),
                     "total": round(total_seconds, 1)},
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
@@ -189,9 +228,9 @@ def run_demo(out: Path = Path("runs/demo"), data_root: Path = Path("data/synthet
         f"{two_best['pixel_rmse']:.3f} / {100 * two_best['miou']:.1f} |",
         f"| depth: single-part baseline (supervised at the end) | RMSE (m, pixel-accumulated) / mIoU | "
         f"{one_best['pixel_rmse']:.3f} / {100 * one_best['miou']:.1f} |",
-        f"| time | data / autoencoder / baseline / regularized / two-part / single-part / total (s) | "
+        f"| time | data / autoencoder / baseline / regularized / two-part / single-part / queries / total (s) | "
         f"{data_seconds:.0f} / {ae_seconds:.0f} / {seg_seconds:.0f} / {reg_seconds:.0f} / {two_seconds:.0f} / "
-        f"{one_seconds:.0f} / {total_seconds:.0f} |",
+        f"{one_seconds:.0f} / {query_seconds:.0f} / {total_seconds:.0f} |",
     ])
     verdict = ("helped" if gain > 0.5 else "hurt" if gain < -0.5 else "made no clear difference") + \
         f" ({gain:+.1f} mIoU, one seed: differences of a point or two are within run-to-run noise)"
@@ -224,6 +263,17 @@ def run_demo(out: Path = Path("runs/demo"), data_root: Path = Path("data/synthet
           f"{m['pixel_delta1']:.3f} | {100 * m['miou']:.1f} |" for title, m in (("two-part", two_best),
                                                                                 ("single-part", one_best))), "",
         f"![depth]({depth_figure.name})", "",
+        "## Label-space queries", "",
+        f"The largest `{query_records[0]['class']}` region of training image `{query_records[0]['query_id']}` "
+        f"(box {','.join(map(str, query_records[0]['box']))}, green) searched among every same-sized region of the "
+        "held-out split, excluding its own image (thesis §5.4.3, Fig. 5.7). Top row: from the label map, through "
+        "the phase-one encoder. Bottom row: from the image, through the regularized segmenter's predicted decoder "
+        "input, against an index of the held-out images' predicted codes. Cosine distance over the concatenated "
+        "bottleneck cells of the box.", "",
+        "| query from | match 1 | match 2 | match 3 |", "|---|---|---|---|",
+        *(f"| {kind} | " + " | ".join(f"{m['image_id']} ({m['distance']:.3f})" for m in record["matches"]) + " |"
+          for kind, record in zip(("labels", "image"), query_records)), "",
+        f"![queries]({query_figure.name})", "",
     ])
     (out / "report.md").write_text(report)
     print()

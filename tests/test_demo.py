@@ -12,7 +12,7 @@ def test_demo_writes_report(tmp_path):
         "depth.mixed_epochs=1", "depth.depth_only_limit=4"])
     out = tmp_path / "demo"
     for name in ("report.md", "metrics.json", "ae_reconstructions.png", "ae_curves.png", "seg_predictions.png",
-                 "seg_curves.png", "seg_reg_curves.png", "depth_predictions.png"):
+                 "seg_curves.png", "seg_reg_curves.png", "depth_predictions.png", "queries.png", "queries.json"):
         assert (out / name).is_file(), name
     assert (out / "ae" / "checkpoints" / "best.pt").is_file() and (out / "ae" / "config.yaml").is_file()
     stored = json.loads((out / "metrics.json").read_text())
@@ -23,5 +23,8 @@ def test_demo_writes_report(tmp_path):
     regularized = (out / "seg_reg" / "checkpoints" / "best.pt")
     assert regularized.is_file() and "val/aux_miou" in load_checkpoint(regularized)["metrics"]
     assert stored["depth"]["twopart"]["val"]["pixel_rmse"] > 0 and 0 <= stored["depth"]["single"]["val"]["miou"] <= 1
+    labels_query, image_query = stored["queries"]
+    assert labels_query["source"] == "labels" and image_query["source"] == "images"
+    assert labels_query["matches"] and labels_query["query_id"] not in [m["image_id"] for m in labels_query["matches"]]
     report = (out / "report.md").read_text()
-    assert "reconstruction mIoU" in report and "zoomout_densenet67" in report
+    assert "reconstruction mIoU" in report and "zoomout_densenet67" in report and "queries.png" in report
