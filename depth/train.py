@@ -15,8 +15,9 @@ from labelreg.config import Config, ConfigError
 from labelreg.data.build import build_augmentations, build_dataset, dataset_class_names, dataset_num_classes
 from labelreg.data.nyu import NYUv2DepthOnly
 from labelreg.data.sampling import MixedBatchSampler
+from labelreg.distributed import current
 from labelreg.engine import (Batch, Task, fit, load_checkpoint, make_loader, pad_collate, predict_batches,
-                             resolve_device, seed_everything)
+                             resolve_device, seed_everything, training_device)
 from labelreg.losses import masked_cross_entropy
 from labelreg.metrics import DepthMetrics, SegMetrics
 from labelreg.viz import save_png
@@ -147,7 +148,9 @@ def build_train_loader(cfg: Config, labeled, device: torch.device) -> tuple[Data
     if cfg.depth.depth_only_limit is not None:
         frames = Subset(frames, range(min(cfg.depth.depth_only_limit, len(frames))))
     generator = torch.Generator().manual_seed(cfg.train.seed)
-    common = {"batch_size": cfg.data.batch_size, "generator": generator, "drop_last": True}  # as make_loader
+    info = current()  # under torchrun every rank builds the same batches and keeps its own share
+    common = {"batch_size": cfg.data.batch_size, "generator": generator, "drop_last": True,  # as make_loader
+              "num_replicas": info.world_size, "rank": info.rank}
     sampler = PhasedBatchSampler(
         MixedBatchSampler(len(labeled), len(frames), labeled_per_batch=cfg.depth.labeled_per_batch, **common),
         MixedBatchSampler(len(labeled), 0, labeled_per_batch=cfg.depth.labeled_per_batch, **common),
@@ -186,7 +189,7 @@ def _check(cfg: Config) -> None:
 def train(cfg: Config, resume: str | Path | None = None) -> dict:
     _check(cfg)
     seed_everything(cfg.train.seed)
-    device = resolve_device(cfg.train.device)
+    device = training_device(cfg)
     labeled = build_dataset(cfg.data, cfg.data.train_split, limit=cfg.data.train_limit)
     val_set = build_dataset(cfg.data, cfg.data.val_split, limit=cfg.data.val_limit)
     num_classes = dataset_num_classes(labeled)

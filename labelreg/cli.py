@@ -271,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from labelreg.distributed import cleanup
+
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
@@ -280,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"labelreg {args.command}: interrupted; the last completed checkpoint is kept", file=sys.stderr)
         return 130
+    finally:
+        cleanup()  # leaves the torchrun process group, if any
     return 0
 
 

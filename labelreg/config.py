@@ -134,6 +134,9 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     amp: str = "none"  # "none" | "bf16" | "fp16"
     channels_last: bool = False
+    compile: bool = False  # torch.compile the training forward (GPU; the first steps compile)
+    sync_bn: bool = False  # torchrun on GPUs: BatchNorm statistics over the global batch
+    find_unused_parameters: bool = False  # DDP: for models with parameters some steps do not use
     best_metric: str = "miou"
     best_mode: str = "max"  # "max" | "min"
     loss_weights: dict[str, float] = field(default_factory=dict)  # weight per named loss term (default 1)

@@ -8,6 +8,9 @@ checkpoints written atomically, exact resume at epoch boundaries, and stopping
 with a clear message when the loss goes non-finite (the last good checkpoint on
 disk is never overwritten by a bad one).
 
+Under torchrun the model is wrapped in DistributedDataParallel, every rank trains on
+its share of each global batch and only rank 0 writes (see :mod:`labelreg.distributed`).
+
 Exact resume: the shuffling order and the device augmentation draw from
 generators reseeded from ``(seed, epoch)`` at the start of every epoch, and the
 global RNG states (torch, CUDA, numpy, random) are stored in the checkpoint, so
@@ -84,6 +87,13 @@ class TrainState:
 
 
 # ----------------------------------------------------------------------------- device, seeds, RNG
+
+
+def training_device(cfg: Config) -> torch.device:
+    """This process's device for ``cfg.train.device``; joins the process group under torchrun."""
+    from labelreg.distributed import setup
+
+    return setup(cfg.train.device)[1]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -256,21 +266,43 @@ def pad_collate(samples: list[Batch]) -> Batch:
 
 def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, num_workers: int, drop_last: bool = False,
                 seed: int = 0, device: torch.device | None = None) -> DataLoader:
-    """A DataLoader with its own seeded generator (reseeded per epoch by ``fit``) and ``pad_collate``."""
+    """A DataLoader with ``pad_collate``, pinned memory on CUDA and persistent workers.
+
+    Shuffled loaders draw a permutation from ``(seed, epoch)`` (``fit`` calls ``set_epoch``) and,
+    under torchrun, each rank takes every ``world_size``-th sample of it, so the global batches
+    do not depend on the number of processes. Unshuffled loaders are sharded without padding
+    when distributed (see :mod:`labelreg.distributed`).
+    """
+    from torch.utils.data import DistributedSampler
+
+    from labelreg.distributed import ShardSampler, current
+
     if len(dataset) == 0:
         raise ValueError(f"{type(dataset).__name__} is empty: nothing to load")
-    generator = torch.Generator().manual_seed(seed)
+    info = current()
+    if shuffle:
+        sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed,
+                                     drop_last=drop_last and len(dataset) >= info.world_size)
+    else:
+        sampler = ShardSampler(len(dataset), info.rank, info.world_size) if info.enabled else None
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=sampler,
         num_workers=num_workers,
-        drop_last=drop_last and len(dataset) >= batch_size,
+        drop_last=drop_last and len(sampler if sampler is not None else dataset) >= batch_size,
         pin_memory=device is not None and device.type == "cuda",
-        persistent_workers=False,
-        generator=generator,
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),  # worker seeds
         collate_fn=pad_collate,
     )
+
+
+def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
+    """Tell the loader's sampler (or batch sampler) which epoch starts, for its shuffling order."""
+    for sampler in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
@@ -306,23 +338,28 @@ def _check_finite(finite: torch.Tensor, state: TrainState, last_terms: dict[str,
 def train_one_epoch(task: Task, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
                     state: TrainState, cfg: Config, device: torch.device, writer=None,
-                    weights: dict[str, float] | None = None) -> dict[str, float]:
-    """One pass over ``loader``; returns the mean of every (unweighted) loss term.
+                    weights: dict[str, float] | None = None, model: nn.Module | None = None) -> dict[str, float]:
+    """One pass over ``loader``; returns the mean of every (unweighted) loss term (over all ranks).
 
     ``weights`` multiply the terms (default ``train.loss_weights``; 1 for unnamed terms).
-    Host syncs only at log intervals.
+    ``model``: what runs the steps (``task.model`` wrapped in DDP / ``torch.compile``; default
+    ``task.model``). Host syncs only at log intervals.
     """
+    from labelreg.distributed import all_ranks_true, all_reduce_mean, current
+
     weights = cfg.train.loss_weights if weights is None else weights
-    model = task.model
+    model = task.model if model is None else model
     model.train()
     sums: dict[str, torch.Tensor] = {}
     finite = torch.ones((), dtype=torch.bool, device=device)
     steps = 0
     terms: dict[str, torch.Tensor] = {}
     progress = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}", leave=False, dynamic_ncols=True,
-                    disable=None)
+                    disable=None if current().is_main else True)
     for batch in progress:
         batch = task.augment(to_device(batch, device))
+        if cfg.train.channels_last:  # the model's weights are channels_last too (the trainers convert them)
+            batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
         with autocast(device, cfg.train.amp):
             outputs = task.forward(model, batch)
             terms = task.losses(outputs, batch)
@@ -342,6 +379,7 @@ def train_one_epoch(task: Task, loader: DataLoader, optimizer: torch.optim.Optim
         for name, value in terms.items():
             sums[name] = sums.get(name, torch.zeros((), device=device)) + value
         if state.step % cfg.train.log_every == 0:
+            finite = all_ranks_true(finite)  # a NaN on any rank stops every rank at the same step
             _check_finite(finite, state, terms)
             scalars = {name: value.item() for name, value in terms.items()}
             progress.set_postfix({name: f"{value:.4f}" for name, value in scalars.items()})
@@ -352,8 +390,8 @@ def train_one_epoch(task: Task, loader: DataLoader, optimizer: torch.optim.Optim
                     writer.add_scalar(f"lr/{group.get('name', 'all')}", group["lr"], state.step)
         if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
             break
-    _check_finite(finite, state, terms)
-    return {name: (value / max(steps, 1)).item() for name, value in sums.items()}
+    _check_finite(all_ranks_true(finite), state, terms)
+    return all_reduce_mean({name: (value / max(steps, 1)).item() for name, value in sums.items()}, device)
 
 
 @torch.inference_mode()
@@ -416,9 +454,13 @@ def fit(cfg: Config, task: Task, train_loader: DataLoader, val_loader: DataLoade
     """Train ``task.model`` for ``cfg.train.epochs`` epochs in ``cfg.run_dir``; see the module docstring."""
     from torch.utils.tensorboard import SummaryWriter
 
+    from labelreg.distributed import barrier, current, wrap_model
+
+    main_process = current().is_main  # only rank 0 writes; every rank trains and evaluates
     run_dir = cfg.run_dir
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    if main_process:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
     if cfg.train.best_mode not in ("max", "min"):
         raise ConfigError(f"train.best_mode={cfg.train.best_mode!r}; choose 'max' or 'min'")
 
@@ -442,7 +484,15 @@ def fit(cfg: Config, task: Task, train_loader: DataLoader, val_loader: DataLoade
         restore_rng_state(checkpoint["rng"])
         print(f"resumed from {resume}: epoch {state.epoch}, step {state.step}")
 
-    writer = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=state.step or None)
+    if device.type == "cuda":  # fixed training shapes: let cuDNN pick its fastest kernels; TF32 matmuls
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
+    # the optimizer holds task.model's parameters, which DDP and torch.compile share
+    train_model = wrap_model(task.model, device, sync_bn=cfg.train.sync_bn,
+                             find_unused_parameters=cfg.train.find_unused_parameters)
+    if cfg.train.compile:
+        train_model = torch.compile(train_model)
+    writer = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=state.step or None) if main_process else None
     try:
         while state.epoch < cfg.train.epochs:
             if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
@@ -453,12 +503,13 @@ def fit(cfg: Config, task: Task, train_loader: DataLoader, val_loader: DataLoade
             if task.before_epoch is not None:
                 task.before_epoch(state.epoch)
             scheduler.set_epoch(state.epoch)
+            set_loader_epoch(train_loader, state.epoch)
             weights = dict(cfg.train.loss_weights)
             if task.dynamic_loss_weights is not None:
                 weights.update(task.dynamic_loss_weights(state.history))
             started = time.perf_counter()
             train_means = train_one_epoch(task, train_loader, optimizer, scheduler, scaler, state, cfg, device, writer,
-                                          weights)
+                                          weights, model=train_model)
             state.epoch += 1
             entry: dict[str, float] = {"epoch": state.epoch, "step": state.step,
                                        "seconds": round(time.perf_counter() - started, 2),
@@ -472,14 +523,14 @@ def fit(cfg: Config, task: Task, train_loader: DataLoader, val_loader: DataLoade
                 metrics = task.evaluate(task.model, val_loader, device)
                 entry.update({f"val/{name}": value for name, value in metrics.items() if isinstance(value, (int, float))})
                 for name, value in metrics.items():
-                    if isinstance(value, (int, float)):
+                    if isinstance(value, (int, float)) and writer is not None:
                         writer.add_scalar(f"val/{name}", value, state.step)
                 if cfg.train.best_metric not in metrics:
                     raise ConfigError(f"train.best_metric={cfg.train.best_metric!r} is not among the evaluation "
                                       f"metrics {sorted(metrics)}")
                 if _is_better(metrics[cfg.train.best_metric], state.best_value, cfg.train.best_mode):
                     state.best_value, state.best_epoch, improved = metrics[cfg.train.best_metric], state.epoch, True
-                if task.visualize is not None:
+                if task.visualize is not None and writer is not None:
                     sample = next(iter(val_loader))
                     with torch.inference_mode():
                         task.model.eval()
@@ -487,6 +538,8 @@ def fit(cfg: Config, task: Task, train_loader: DataLoader, val_loader: DataLoade
                         task.model.train()
                     writer.add_image("val/examples", image, state.step)
             state.history.append(entry)
+            if not main_process:
+                continue
             payload = checkpoint_payload(task, optimizer, scheduler, scaler, state, cfg, entry)
             save_checkpoint(run_dir / "checkpoints" / "last.pt", payload)
             if improved:
@@ -499,5 +552,7 @@ def fit(cfg: Config, task: Task, train_loader: DataLoader, val_loader: DataLoade
             with open(run_dir / "train.log", "a") as log:
                 log.write(line + "\n")
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
+    barrier()  # nobody reads the checkpoints before rank 0 has written them
     return state

@@ -99,7 +99,10 @@ class SegMetrics:
         # Ignored and bad pixels go to an extra "dump" bin that is dropped, which
         # avoids boolean indexing (a host sync on accelerators).
         index = torch.where(keep, target * c + pred, torch.full_like(target, c * c))
-        counts = torch.bincount(index.flatten(), minlength=c * c + 1)
+        # scatter_add_ into a fixed-size histogram: bincount would read the maximum back to the host
+        index = index.flatten()
+        counts = torch.zeros(c * c + 1, dtype=torch.int64, device=index.device).scatter_add_(
+            0, index, torch.ones_like(index))
         # Out of place, so state made under torch.inference_mode() can still be
         # updated outside it (and vice versa).
         self.confusion = self.confusion + counts[: c * c].view(c, c)

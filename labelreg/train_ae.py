@@ -11,7 +11,7 @@ from torch import nn
 from labelreg.config import Config, ConfigError
 from labelreg.data.build import (build_augmentations, build_train_val_loaders, dataset_class_names,
                                  dataset_num_classes)
-from labelreg.engine import Batch, Task, fit, resolve_device, seed_everything
+from labelreg.engine import Batch, Task, fit, seed_everything, training_device
 from labelreg.evaluation import evaluate_segmentation
 from labelreg.losses import masked_cross_entropy
 from labelreg.models.autoencoder import DOWNSAMPLING, LabelAutoencoder, one_hot_labels
@@ -68,7 +68,7 @@ def build_task(cfg: Config, model: LabelAutoencoder, class_names: list[str]) -> 
 def train(cfg: Config, resume: str | Path | None = None) -> dict:
     """Train per ``cfg``; returns the engine's final state as a dict."""
     seed_everything(cfg.train.seed)
-    device = resolve_device(cfg.train.device)
+    device = training_device(cfg)
     train_set, val_set, train_loader, val_loader = build_train_val_loaders(cfg.data, seed=cfg.train.seed, device=device)
     num_classes = dataset_num_classes(train_set)
     model = build_autoencoder(cfg, num_classes).to(device)

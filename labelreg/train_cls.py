@@ -43,7 +43,8 @@ from torch.utils.data import Dataset
 
 from labelreg.config import Config, ConfigError, DataConfig
 from labelreg.data.transforms import JointAugment
-from labelreg.engine import (Batch, Task, fit, make_loader, predict_batches, resolve_device, seed_everything)
+from labelreg.engine import (Batch, Task, fit, make_loader, predict_batches, resolve_device, seed_everything,
+                             training_device)
 from labelreg.models.backbones.sunet import SUNET_CLASSIFIERS, SUNet
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -301,7 +302,7 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
     """Train per ``cfg``; returns the engine's final state as a dict (plus ``class_names``)."""
     cfg = _check_task(cfg)
     seed_everything(cfg.train.seed)
-    device = resolve_device(cfg.train.device)
+    device = training_device(cfg)
     crop, evaluation = cls_sizes(cfg.data)
     train_set = build_cls_dataset(cfg.data, cfg.data.train_split, train=True, limit=cfg.data.train_limit)
     val_set = build_cls_dataset(cfg.data, cfg.data.val_split, train=False, limit=cfg.data.val_limit)

@@ -13,7 +13,8 @@ from labelreg.config import Config, ConfigError
 from labelreg.data.build import (build_augmentations, build_train_val_loaders, dataset_class_names,
                                  dataset_num_classes)
 from labelreg.data.transforms import denormalize
-from labelreg.engine import Batch, Task, fit, load_checkpoint, make_loader, resolve_device, seed_everything, to_device
+from labelreg.engine import (Batch, Task, fit, load_checkpoint, make_loader, seed_everything, to_device,
+                             training_device)
 from labelreg.evaluation import evaluate_segmentation
 from labelreg.inference import predict_probabilities
 from labelreg.losses import class_frequencies, inverse_frequency_weights, masked_cross_entropy, masked_one_hot_mse
@@ -182,7 +183,7 @@ def default_loss_weights(cfg: Config, model: nn.Module) -> dict[str, float]:
 
 def train(cfg: Config, resume: str | Path | None = None) -> dict:
     seed_everything(cfg.train.seed)
-    device = resolve_device(cfg.train.device)
+    device = training_device(cfg)
     train_set, val_set, train_loader, val_loader = build_train_val_loaders(cfg.data, seed=cfg.train.seed, device=device)
     num_classes = dataset_num_classes(train_set)
     model = build_model(cfg, num_classes).to(device)

@@ -1,0 +1,162 @@
+"""Multi-GPU and multi-node training through ``torchrun`` + DistributedDataParallel.
+
+Launch any trainer with torchrun; nothing else changes::
+
+    torchrun --nproc_per_node 4 -m labelreg.cli train-seg --config CFG           # one machine, 4 GPUs
+    torchrun --nnodes 2 --node_rank R --nproc_per_node 8 --rdzv_endpoint HOST:29500 \\
+        -m labelreg.cli train-seg --config CFG                                   # two machines
+
+Conventions (the same as torchvision's references):
+- ``data.batch_size`` is per process; the global batch is ``batch_size × world_size``.
+- The training order depends only on ``(train.seed, epoch)``: every rank takes every
+  ``world_size``-th sample of the same permutation, so a 2-process run with batch 2 sees
+  the same global batches as a 1-process run with batch 4.
+- Evaluation shards the data without padding (rank r takes samples r, r+W, …) and the
+  metrics all-reduce their sums, so every sample counts once.
+- Only rank 0 writes logs, TensorBoard, checkpoints and metrics; every rank reads the
+  checkpoint to resume.
+- CUDA uses NCCL, one GPU per process (``LOCAL_RANK``); CPU uses gloo (tests, debugging).
+  ``train.sync_bn`` converts BatchNorm to SyncBatchNorm, which PyTorch runs on GPUs only.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import Sampler
+
+from labelreg.config import ConfigError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def current() -> DistInfo:
+    """This process's place in the job (rank 0 of 1 when not distributed)."""
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return DistInfo()
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def setup(device_name: str = "auto") -> tuple[DistInfo, torch.device]:
+    """Join the process group when launched by torchrun; return (info, this process's device).
+
+    ``device_name``: ``train.device``. Under torchrun, ``auto``/``cuda`` mean one GPU per
+    process (``cuda:LOCAL_RANK``) with NCCL; ``cpu`` (or no GPU) means gloo on CPU.
+    """
+    from labelreg.engine import resolve_device
+
+    if not launched_by_torchrun():
+        return DistInfo(), resolve_device(device_name)
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    if device_name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={device_name!r} but CUDA is not available on this machine")
+    if use_cuda:
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
+    return current(), device
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class DistributedModel(nn.parallel.DistributedDataParallel):
+    """DDP that also answers the wrapped model's attributes (``num_classes``, helper methods),
+    so task functions written for the plain model work unchanged. Only ``forward`` goes
+    through DDP's gradient synchronisation, as it must."""
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.module, name)
+
+
+def wrap_model(model: nn.Module, device: torch.device, *, sync_bn: bool = False,
+               find_unused_parameters: bool = False) -> nn.Module:
+    """DistributedDataParallel around ``model`` (already on ``device``) when distributed, else ``model``."""
+    if sync_bn:
+        if device.type != "cuda":
+            raise ConfigError("train.sync_bn needs CUDA (PyTorch's SyncBatchNorm does not run on CPU); "
+                              "set train.sync_bn=false for CPU runs")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if not current().enabled:
+        return model
+    return DistributedModel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                            find_unused_parameters=find_unused_parameters)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DDP and/or ``torch.compile`` wrappers."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Average a dict of floats over all ranks (identity when not distributed)."""
+    if not current().enabled or not values:
+        return values
+    names = sorted(values)
+    tensor = torch.tensor([values[name] for name in names], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    tensor /= dist.get_world_size()
+    return dict(zip(names, tensor.tolist()))
+
+
+def all_ranks_true(flag: torch.Tensor) -> torch.Tensor:
+    """Logical AND of a boolean scalar over all ranks (so every rank stops together)."""
+    if not current().enabled:
+        return flag
+    value = flag.to(torch.int32).clone()
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return value.bool()
+
+
+def barrier() -> None:
+    if current().enabled:
+        dist.barrier()
+
+
+class ShardSampler(Sampler[int]):
+    """Rank r of W takes samples r, r+W, r+2W, … — disjoint, covering, no padding (evaluation)."""
+
+    def __init__(self, length: int, rank: int, world_size: int) -> None:
+        self.length, self.rank, self.world_size = length, rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.length, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.world_size))
