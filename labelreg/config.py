@@ -118,6 +118,44 @@ class DepthConfig:
 
 
 @dataclass
+class WeakConfig:
+    """Weak supervision from image tags (thesis ch. 4, SPEC §10; the ``labelreg.weak`` package, ``labelreg weak``)."""
+
+    backbone: str = "vgg16"  # a name in labelreg.models.backbones.BACKBONES
+    backbone_options: dict[str, Any] = field(default_factory=dict)  # keyword options of the backbone builder
+    pretrained: str | None = None  # local weight file of the backbone (None: random init); never downloaded
+    taps: list[str] | None = None  # backbone taps to concatenate (None: all; VGG-16: 13 conv layers, 4224)
+    image_size: list[int] = field(default_factory=lambda: [256, 336])  # every image is resized to H×W (§4.4.1)
+    grid_stride: int = 4  # taps resized to ⌈H/s⌉×⌈W/s⌉ (1/4: 64×84 for 256×336)
+    global_feature: bool = True  # append the backbone's global (fc7) feature for the segmentation model
+    cache: bool = True  # store features on disk; False: recompute them from the images when needed
+    cache_dtype: str = "float16"  # "float16" | "float32"
+    feature_batch_size: int = 8
+    classes: list[int] | None = None  # foreground classes to localize (None: every class tagged in training)
+    loc_loss: str = "global_softmax"  # "global_softmax" (eq. 4.3.2) | "pixel_softmax" (eq. 4.3.1)
+    loc_hidden: int = 1024
+    loc_lr: float = 1e-4
+    loc_epochs: int = 3
+    loc_milestones: list[int] = field(default_factory=lambda: [2])  # epochs after which loc_lr *= loc_gamma
+    loc_gamma: float = 0.1
+    loc_batch_size: int = 1  # images per step
+    sampler: str = "diverse"  # "diverse" (eqs. 4.3.3-4.3.5) | "spatial" | "topk" | "dense" (Table 4.3)
+    k: int = 20  # points per present class
+    background_k: int | None = None  # background points per image (None: k)
+    spatial_sigma: float = 0.1  # "spatial": Gaussian proximity width, fraction of the grid diagonal
+    dense_threshold: float = 0.2  # "dense": background where every present class' normalised score is below
+    seg_hidden: int = 512
+    seg_optimizer: str = "adam"  # "adam" | "sgd"
+    seg_lr: float = 1e-6
+    seg_epochs: int = 2
+    seg_batch_size: int = 100  # points per step (point supervision), pooled over all training images
+    dense_baseline: bool = True  # also train the same head on dense ground truth, for comparison
+    dense_lr: float | None = None  # None: seg_lr
+    dense_epochs: int | None = None  # None: seg_epochs
+    dense_batch_size: int = 4  # images per step of the dense baseline
+
+
+@dataclass
 class EvalConfig:
     scales: list[float] = field(default_factory=lambda: [1.0])  # relative input scales
     short_sides: list[int] = field(default_factory=list)  # absolute shorter-side lengths (e.g. [256, 384])
@@ -156,6 +194,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
     depth: DepthConfig = field(default_factory=DepthConfig)
+    weak: WeakConfig = field(default_factory=WeakConfig)
 
     @property
     def run_dir(self) -> Path:

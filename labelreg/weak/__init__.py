@@ -1,0 +1,17 @@
+"""Weakly supervised segmentation from image tags (thesis chapter 4, SPEC §10).
+
+Pipeline (``labelreg weak <step>``, see ``cli.py`` and ``docs/weak.md``):
+
+1. ``features``: zoom-out features of a frozen backbone (VGG-16 in the thesis), dataset-wide
+   standardisation, unit norm — ``features.py``, ``store.py``; tags from labels — ``tags.py``;
+2. ``localize``: one localization net per class, trained from tags with a MIL loss
+   (global softmax, eq. 4.3.2, or per-pixel softmax, eq. 4.3.1) — ``localization.py``;
+3. ``sample``: k diverse points per present class and background points (eqs. 4.3.3–4.3.5),
+   or the Table 4.3 alternatives — ``sampling.py``;
+4. ``train``: a 1×1 head on the points (masked loss), and on dense labels for comparison;
+   mIoU on the validation split — ``train.py``.
+
+``pipeline.py`` chains the steps through files in the run directory; ``demo.py`` runs the
+CPU-sized demo config. Nothing is imported here, so ``labelreg.weak.cli`` (which ``labelreg``
+imports to register the subcommand) stays as cheap to import as the rest of the CLI.
+"""

@@ -1,0 +1,190 @@
+"""The final segmentation model: a 1×1 head on the features, trained on sampled points (thesis §4.3.3, §4.4.1).
+
+§4.3.3 trains a per-pixel classifier with receptive field 1×1 "with zero-masking
+applied to the loss in locations where no labels are available". With a 1×1 head
+every location is independent, so the masked per-pixel loss over feature maps
+equals the plain cross-entropy over the gathered point features (the tests check
+this), and training can pool the points of all images and draw batches of 100
+*points* (§4.4.1) — :func:`fit_points`. :func:`masked_cross_entropy` is the map form,
+used by the fully supervised counterpart (:func:`fit_dense`: the same head on every
+labeled grid location) and to state the masking.
+
+Evaluation (:func:`evaluate`) upsamples the grid logits bilinearly to each image's
+original label size and accumulates ``labelreg.metrics.SegMetrics``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from labelreg.config import ConfigError
+from labelreg.data.palette import IGNORE_INDEX
+from labelreg.metrics import SegMetrics
+from labelreg.weak.store import FeatureStore
+
+
+class PointHead(nn.Module):
+    """1×1 conv D→hidden, ReLU, 1×1 conv hidden→C (§4.4.1: 8320 → 512 → 21); hidden = 0: one 1×1 conv.
+
+    ``forward``: B×D×h×w → B×C×h×w logits, or N×D point features → N×C logits.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, *, hidden: int = 512) -> None:
+        super().__init__()
+        self.in_channels, self.num_classes, self.hidden = in_channels, num_classes, hidden
+        if hidden > 0:
+            self.body = nn.Sequential(nn.Conv2d(in_channels, hidden, 1), nn.ReLU(inplace=True),
+                                      nn.Conv2d(hidden, num_classes, 1))
+        else:
+            self.body = nn.Conv2d(in_channels, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2:
+            return self.body(x)
+        # Point features: the same 1×1 convolutions as matrix products (conv2d on N×D×1×1 is much slower).
+        for layer in (self.body if isinstance(self.body, nn.Sequential) else [self.body]):
+            x = F.linear(x, layer.weight.flatten(1), layer.bias) if isinstance(layer, nn.Conv2d) else layer(x)
+        return x
+
+
+def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy over the locations where ``mask`` is True and the target is not void.
+
+    logits B×C×h×w, target B×h×w int, mask B×h×w bool (None: every non-void location).
+    Everything outside the mask contributes nothing to the value or the gradient.
+    With no labelled location the result is a zero that still has a graph.
+    """
+    keep = target != IGNORE_INDEX
+    if mask is not None:
+        keep = keep & mask
+    target = torch.where(keep, target, torch.full_like(target, IGNORE_INDEX))
+    per_pixel = F.cross_entropy(logits, target.long(), ignore_index=IGNORE_INDEX, reduction="sum")
+    return per_pixel / keep.sum().clamp_min(1)
+
+
+def points_to_target(points: np.ndarray, grid: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """P×3 (y, x, class) → (h×w int64 target, 255 off the points; h×w bool mask of the points)."""
+    target = torch.full(tuple(grid), IGNORE_INDEX, dtype=torch.int64)
+    pts = torch.as_tensor(np.asarray(points, dtype=np.int64)).view(-1, 3)
+    target[pts[:, 0], pts[:, 1]] = pts[:, 2]
+    return target, target != IGNORE_INDEX
+
+
+def gather_points(store: FeatureStore, points: Sequence[np.ndarray], *, batch_images: int = 8,
+                  progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Segmentation-input features at every sampled point of every image: (N×(D+G) float32, N int64 classes)."""
+    if len(points) != len(store):
+        raise ValueError(f"{len(points)} point sets for {len(store)} images")
+    features, classes = [], []
+    for start in tqdm(range(0, len(store), batch_images), desc="gather points", disable=not progress, leave=False):
+        indices = list(range(start, min(start + batch_images, len(store))))
+        maps = store.segmentation_input(indices)
+        for row, i in enumerate(indices):
+            pts = torch.as_tensor(np.asarray(points[i], dtype=np.int64)).view(-1, 3)
+            features.append(maps[row][:, pts[:, 0], pts[:, 1]].t())
+            classes.append(pts[:, 2])
+    return torch.cat(features), torch.cat(classes)
+
+
+def make_optimizer(name: str, parameters, lr: float) -> torch.optim.Optimizer:
+    """Adam (the thesis' update rule; its "momentum 0.9" read as β1) or SGD with momentum 0.9."""
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr, betas=(0.9, 0.999))
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=0.9)
+    raise ConfigError(f"weak.seg_optimizer={name!r}; choose 'adam' or 'sgd'")
+
+
+def fit_points(head: PointHead, features: torch.Tensor, classes: torch.Tensor, *, epochs: int, batch_size: int,
+               lr: float, optimizer: str = "adam", seed: int = 0, device: torch.device | None = None,
+               progress: bool = False) -> list[dict]:
+    """Cross-entropy on the pooled points in shuffled batches of ``batch_size`` points; per-epoch history."""
+    if len(classes) == 0:
+        raise ValueError("no sampled points to train on")
+    device = device or torch.device("cpu")
+    head.to(device).train()
+    opt = make_optimizer(optimizer, head.parameters(), lr)
+    generator = torch.Generator().manual_seed(seed)
+    history = []
+    bar = tqdm(total=epochs * -(-len(classes) // batch_size), desc="train on points", disable=not progress, leave=False)
+    for epoch in range(epochs):
+        order = torch.randperm(len(classes), generator=generator)
+        total = 0.0
+        for start in range(0, len(order), batch_size):
+            bar.update()
+            batch = order[start:start + batch_size]
+            loss = F.cross_entropy(head(features[batch].to(device)), classes[batch].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(batch)
+        history.append({"epoch": epoch + 1, "loss": total / len(order)})
+    bar.close()
+    return history
+
+
+def fit_dense(head: PointHead, store: FeatureStore, *, epochs: int, batch_size: int, lr: float, optimizer: str = "adam",
+              seed: int = 0, device: torch.device | None = None, progress: bool = False) -> list[dict]:
+    """The fully supervised counterpart: the same head on every non-void grid location of the training labels."""
+    device = device or torch.device("cpu")
+    head.to(device).train()
+    opt = make_optimizer(optimizer, head.parameters(), lr)
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.from_numpy(store.labels.astype(np.int64))
+    history = []
+    bar = tqdm(total=epochs * -(-len(store) // batch_size), desc="train on dense labels", disable=not progress,
+               leave=False)
+    for epoch in range(epochs):
+        order = torch.randperm(len(store), generator=generator).tolist()
+        total = 0.0
+        for start in range(0, len(order), batch_size):
+            bar.update()
+            batch = order[start:start + batch_size]
+            logits = head(store.segmentation_input(batch).to(device))
+            loss = masked_cross_entropy(logits, labels[batch].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(batch)
+        history.append({"epoch": epoch + 1, "loss": total / len(order)})
+    bar.close()
+    return history
+
+
+@torch.no_grad()
+def evaluate(head: PointHead, store: FeatureStore, label: Callable[[int], torch.Tensor], *, batch_images: int = 8,
+             device: torch.device | None = None, progress: bool = False) -> dict:
+    """SegMetrics at label resolution: grid logits upsampled bilinearly to each ``label(i)`` (H×W int)."""
+    device = device or torch.device("cpu")
+    head.to(device).eval()
+    metrics = SegMetrics(head.num_classes, device=device)
+    for start in tqdm(range(0, len(store), batch_images), desc="evaluate", disable=not progress, leave=False):
+        indices = list(range(start, min(start + batch_images, len(store))))
+        logits = head(store.segmentation_input(indices).to(device))
+        for row, i in enumerate(indices):
+            target = label(i).to(device)
+            up = F.interpolate(logits[row:row + 1], size=tuple(target.shape), mode="bilinear", align_corners=False)
+            metrics.update(up, target[None])
+    return metrics.compute()
+
+
+def point_accuracy(points: Sequence[np.ndarray], grid_labels: np.ndarray) -> dict:
+    """How often a sampled label matches the ground truth at its grid cell (void cells not counted):
+    over all points, foreground points and background points."""
+    right = {"all": 0, "foreground": 0, "background": 0}
+    counted = dict.fromkeys(right, 0)
+    for i, pts in enumerate(points):
+        pts = np.asarray(pts, dtype=np.int64).reshape(-1, 3)
+        truth = grid_labels[i][pts[:, 0], pts[:, 1]].astype(np.int64)
+        valid = truth != IGNORE_INDEX
+        for group, keep in (("all", valid), ("foreground", valid & (pts[:, 2] != 0)),
+                            ("background", valid & (pts[:, 2] == 0))):
+            right[group] += int((truth == pts[:, 2])[keep].sum())
+            counted[group] += int(keep.sum())
+    return {"point_accuracy" if group == "all" else f"{group}_point_accuracy": right[group] / max(counted[group], 1)
+            for group in right}
