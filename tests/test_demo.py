@@ -12,7 +12,7 @@ def test_demo_writes_report(tmp_path):
         "depth.mixed_epochs=1", "depth.depth_only_limit=4"])
     out = tmp_path / "demo"
     for name in ("report.md", "metrics.json", "ae_reconstructions.png", "ae_curves.png", "seg_predictions.png",
-                 "seg_curves.png", "seg_reg_curves.png", "depth_predictions.png", "queries.png", "queries.json"):
+                 "seg_curves.png", "seg_reg_curves.png", "depth_predictions.png", "queries.png", "queries.json", "weak_points.png"):
         assert (out / name).is_file(), name
     assert (out / "ae" / "checkpoints" / "best.pt").is_file() and (out / "ae" / "config.yaml").is_file()
     stored = json.loads((out / "metrics.json").read_text())
@@ -26,5 +26,6 @@ def test_demo_writes_report(tmp_path):
     labels_query, image_query = stored["queries"]
     assert labels_query["source"] == "labels" and image_query["source"] == "images"
     assert labels_query["matches"] and labels_query["query_id"] not in [m["image_id"] for m in labels_query["matches"]]
+    assert 0 <= stored["weak"]["point_miou"] <= 1 and set(stored["weak"]["samplers"]) >= {"diverse", "topk"}
     report = (out / "report.md").read_text()
-    assert "reconstruction mIoU" in report and "zoomout_densenet67" in report and "queries.png" in report
+    assert "reconstruction mIoU" in report and "zoomout_densenet67" in report and "queries.png" in report and "weak_points.png" in report
