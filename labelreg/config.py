@@ -153,6 +153,16 @@ class WeakConfig:
     dense_lr: float | None = None  # None: seg_lr
     dense_epochs: int | None = None  # None: seg_epochs
     dense_batch_size: int = 4  # images per step of the dense baseline
+    # Tags-only pretraining of the backbone (``labelreg weak pretrain``; docs/weak.md): a stand-in for ImageNet
+    # weights offline. The backbone is trained as a multi-label tag classifier on the training split and
+    # <run>/pretrain/backbone.pt then replaces it in every later step. 0 = off (the thesis setup).
+    pretrain_epochs: int = 0
+    pretrain_lr: float = 3e-3  # AdamW peak learning rate (one-cycle: warm-up, then cosine decay)
+    pretrain_weight_decay: float = 1e-4
+    pretrain_batch_size: int = 16  # images per step
+    pretrain_head: str = "zoomout"  # "zoomout": linear on the pooled zoom-out map + global feature | "global"
+    pretrain_pool: str = "avg"  # pooling of the zoomout head's per-location scores: "avg" | "lse" (log-sum-exp)
+    pretrain_crop_area: list[float] = field(default_factory=lambda: [0.6, 1.0])  # random crop area fraction
 
 
 @dataclass

@@ -17,7 +17,7 @@ TINY = {"growth_rate": 12, "block_config": [2, 2, 2, 2], "stem_channels": [16, 1
 
 def tiny_config(root, out, *extra):
     return load_config(CONFIG, [f"data.root={root}", f"output_dir={out}", "name=tiny", "weak.image_size=[32,40]",
-                                "weak.feature_batch_size=4", *extra])
+                                "weak.feature_batch_size=4", "weak.pretrain_epochs=0", *extra])  # random init
 
 
 def test_vgg16_zoomout_has_the_thesis_dimensions():

@@ -15,7 +15,16 @@ from labelreg.weak.pipeline import load_points
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "demo" / "weak-tiny_synth-voc.yaml")
 SMALL = ["weak.image_size=[32,40]", "weak.feature_batch_size=4", "weak.loc_epochs=2", "weak.loc_milestones=[1]",
          "weak.loc_hidden=8", "weak.k=4", "weak.seg_hidden=8", "weak.seg_epochs=2", "weak.dense_epochs=1",
-         "weak.cache_dtype=float16"]
+         "weak.cache_dtype=float16", "weak.pretrain_epochs=1", "weak.pretrain_batch_size=4"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small convolutions: on a shared 2-core CPU a second OpenMP thread costs far more than it saves."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def cli(*argv):
@@ -34,11 +43,12 @@ def test_run_writes_every_step_and_adding_a_class_trains_only_that_net(tiny_synt
     cli("run", "--config", CONFIG, "--no-progress", *overrides(tiny_synthetic.root, tmp_path, "weak.classes=[9,11]"))
     run = tmp_path / "tiny"
     assert "run directory" in capsys.readouterr().out
-    for name in ("config.yaml", "weak.log", "metrics.json", "features/stats.pt", "features/train_zoomout.npy",
+    for name in ("config.yaml", "weak.log", "metrics.json", "pretrain/backbone.pt", "features/stats.pt",
+                 "features/train_zoomout.npy",
                  "localization/summary.json", "points_diverse.npz", "head_points_diverse.pt", "head_dense.pt"):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics) == {"features", "localize", "sample", "train"}
+    assert set(metrics) == {"pretrain", "features", "localize", "sample", "train"}  # SMALL turns pretraining on
     assert 0 <= metrics["train"]["points_diverse"]["miou"] <= 1 and 0 <= metrics["train"]["dense"]["miou"] <= 1
     tags = json.loads((run / "features" / "train.json").read_text())["tags"]
     points, grid = load_points(run / "points_diverse.npz")
@@ -85,6 +95,9 @@ def test_steps_fail_clearly_on_bad_input(tiny_synthetic, tmp_path):
     wrong_task.write_text("task: segmentation\n")
     with pytest.raises(ConfigError, match="task: weak"):
         cli("features", "--config", str(wrong_task))
+    with pytest.raises(FileNotFoundError, match=r"pretrain/backbone.pt not found.*weak pretrain"):
+        cli("features", "--config", CONFIG, "--no-progress", *args)
+    cli("pretrain", "--config", CONFIG, "--no-progress", *args)
     cli("features", "--config", CONFIG, "--no-progress", *args)
     with pytest.raises(FileNotFoundError, match="no localization nets"):
         cli("sample", "--config", CONFIG, "--no-progress", *args)
@@ -104,6 +117,8 @@ def test_demo_hook(tiny_synthetic, tmp_path):
     metrics = result["metrics"]
     assert 0 <= metrics["point_miou"] <= 1 and 0 <= metrics["dense_miou"] <= 1 and metrics["points_per_image"] > 0
     assert set(metrics["samplers"]) == {"diverse", "topk", "spatial", "dense"}
+    assert metrics["pretrain"]["epochs"] == 1 and 0 <= metrics["pretrain"]["val_map"] <= 1
+    assert set(metrics["step_seconds"]) == {"pretrain", "features", "localize", "sample", "train"}
     assert metrics["samplers"]["dense"]["points_per_image"] == 80  # every location of the 8×10 grid
     stored = json.loads((tmp_path / "demo" / "weak" / "demo.json").read_text())
     assert stored["point_miou"] == metrics["point_miou"] and np.isfinite(stored["seconds"])

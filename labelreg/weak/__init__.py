@@ -2,6 +2,8 @@
 
 Pipeline (``labelreg weak <step>``, see ``cli.py`` and ``docs/weak.md``):
 
+0. ``pretrain`` (optional, ``weak.pretrain_epochs > 0``): the backbone trained as a multi-label
+   tag classifier from the training tags only, an offline stand-in for ImageNet weights — ``pretrain.py``;
 1. ``features``: zoom-out features of a frozen backbone (VGG-16 in the thesis), dataset-wide
    standardisation, unit norm — ``features.py``, ``store.py``; tags from labels — ``tags.py``;
 2. ``localize``: one localization net per class, trained from tags with a MIL loss

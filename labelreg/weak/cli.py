@@ -2,11 +2,13 @@
 
 Steps (each reads the previous one's files from the config's run directory):
 
+- ``pretrain``: only with ``weak.pretrain_epochs > 0``: train the backbone as a tag classifier
+  (image tags only; a stand-in for ImageNet weights offline); later steps use its weights;
 - ``features``: zoom-out (+ global) features of both splits, tags, statistics;
 - ``localize [--classes C[,C...]]``: one localization net per class (only the listed ones);
 - ``sample``: points on the training images with ``weak.sampler``;
 - ``train [--no-dense]``: the 1×1 head on the points (and on dense labels), validation mIoU;
-- ``run``: all four.
+- ``run``: all of them in order (``pretrain`` only when ``weak.pretrain_epochs > 0``).
 
 ``register(commands)`` adds the ``weak`` subcommand to ``labelreg``'s subparsers;
 errors are raised as ConfigError / ValueError / FileNotFoundError for its main to report.
@@ -16,11 +18,13 @@ from __future__ import annotations
 import argparse
 
 STEPS = {
+    "pretrain": "train the backbone as a multi-label tag classifier (image tags only) into <run>/pretrain/backbone.pt; "
+                "needs weak.pretrain_epochs > 0",
     "features": "extract zoom-out features, tags and statistics of both splits into <run>/features",
     "localize": "train the per-class localization nets from image tags (MIL loss)",
     "sample": "sample labelled points on the training images from the localization maps",
     "train": "train the 1×1 segmentation head on the points (and the dense baseline); validation mIoU",
-    "run": "all of the above, in order",
+    "run": "all of the above, in order (pretrain only when weak.pretrain_epochs > 0)",
 }
 
 
@@ -40,7 +44,9 @@ def cmd_weak(args: argparse.Namespace) -> None:
     pipeline.check_config(cfg)
     progress = not args.no_progress
     log = pipeline.make_log(cfg)
-    if args.step == "features":
+    if args.step == "pretrain":
+        pipeline.step_pretrain(cfg, log=log, progress=progress)
+    elif args.step == "features":
         pipeline.step_features(cfg, log=log, progress=progress)
     elif args.step == "localize":
         pipeline.step_localize(cfg, classes=args.classes, log=log, progress=progress)

@@ -9,7 +9,9 @@ draws the sampled points. It is what ``labelreg.demo`` calls; the run directory 
 The backbone is a tiny random-init network (no downloads, no weights), so its
 features localize poorly and the numbers say that the pipeline runs and how it
 compares with the same head trained on dense labels, not what ImageNet features
-would reach (the thesis: 40.6 mIoU on VOC 2012 val).
+would reach (the thesis: 40.6 mIoU on VOC 2012 val). ``weak.pretrain_epochs=10``
+first trains the backbone from the training tags (``labelreg.weak.pretrain``); on
+this demo that did not clearly help (docs/weak.md), so it is off.
 """
 from __future__ import annotations
 
@@ -142,7 +144,11 @@ def run_weak_demo(out: Path, data_root: Path, overrides: list[str]) -> dict:
                             **{key: s[key] for key in ("point_accuracy", "foreground_point_accuracy",
                                                        "background_point_accuracy")}}
                      for name, (s, t) in compared.items()},
-        "step_seconds": {step: results[step]["seconds"] for step in ("features", "localize", "sample", "train")},
+        "pretrain": ({key: results["pretrain"][key] for key in ("epochs", "train_bce", "val_bce", "val_map",
+                                                                "val_chance_map", "val_tag_f1", "init_val_map")}
+                     if "pretrain" in results else None),
+        "step_seconds": {step: results[step]["seconds"] for step in ("pretrain", "features", "localize", "sample",
+                                                                    "train") if step in results},
         "device": str(resolve_device(cfg.train.device)), "run_dir": str(cfg.run_dir),
     }
     (cfg.run_dir / "demo.json").write_text(json.dumps({**metrics, "seconds": round(seconds, 1)}, indent=2))

@@ -1,7 +1,9 @@
-"""The four steps of ``labelreg weak``, each reading the previous step's files from ``cfg.run_dir``.
+"""The steps of ``labelreg weak`` (four, and the optional ``pretrain``), each reading the previous step's files
+from ``cfg.run_dir``.
 
 ::
 
+    pretrain   → pretrain/backbone.pt  (only with weak.pretrain_epochs > 0: the backbone trained from tags)
     features   → features/  (store.py: cached zoom-out + global features, tags, grid labels, statistics)
     localize   → localization/class_XX.pt, localization/summary.json
     sample     → points_<sampler>.npz  (image, y, x, class per point, at the feature grid)
@@ -27,6 +29,9 @@ from labelreg.engine import resolve_device, seed_everything
 from labelreg.weak.features import unit_norm
 from labelreg.weak.localization import (image_log_probs, load_localizers, sampling_scores, save_localizer,
                                         train_localizer, write_summary)
+from labelreg.weak.pretrain import HEADS as PRETRAIN_HEADS
+from labelreg.weak.pretrain import POOLS as PRETRAIN_POOLS
+from labelreg.weak.pretrain import pretrain_backbone
 from labelreg.weak.sampling import STRATEGIES, sample_points
 from labelreg.weak.store import FeatureStore, extract_features, split_dataset
 from labelreg.weak.tags import tag_matrix
@@ -65,9 +70,23 @@ def check_config(cfg: Config) -> None:
     if weak.sampler not in STRATEGIES:
         raise ConfigError(f"weak.sampler={weak.sampler!r}; choose one of {', '.join(STRATEGIES)}")
     for key in ("k", "loc_hidden", "loc_epochs", "loc_batch_size", "seg_epochs", "seg_batch_size",
-                "feature_batch_size", "dense_batch_size"):
+                "feature_batch_size", "dense_batch_size", "pretrain_batch_size"):
         if getattr(weak, key) < 1:
             raise ConfigError(f"weak.{key} must be at least 1, got {getattr(weak, key)}")
+    if weak.pretrain_epochs < 0:
+        raise ConfigError(f"weak.pretrain_epochs must be 0 (off) or more, got {weak.pretrain_epochs}")
+    if not weak.pretrain_lr > 0:
+        raise ConfigError(f"weak.pretrain_lr must be positive, got {weak.pretrain_lr}")
+    if not weak.pretrain_weight_decay >= 0:
+        raise ConfigError(f"weak.pretrain_weight_decay must be 0 or more, got {weak.pretrain_weight_decay}")
+    if weak.pretrain_head not in PRETRAIN_HEADS:
+        raise ConfigError(f"weak.pretrain_head={weak.pretrain_head!r}; choose one of {', '.join(PRETRAIN_HEADS)}")
+    if weak.pretrain_pool not in PRETRAIN_POOLS:
+        raise ConfigError(f"weak.pretrain_pool={weak.pretrain_pool!r}; choose one of {', '.join(PRETRAIN_POOLS)}")
+    area = weak.pretrain_crop_area
+    if len(area) != 2 or not 0 < area[0] <= area[1] <= 1:
+        raise ConfigError(f"weak.pretrain_crop_area must be [lo, hi] with 0 < lo <= hi <= 1 (fractions of the "
+                          f"image area), got {area}")
 
 
 def _start(cfg: Config, name: str, log: Log | None) -> tuple[Log, torch.device, float]:
@@ -78,6 +97,19 @@ def _start(cfg: Config, name: str, log: Log | None) -> tuple[Log, torch.device, 
     device = resolve_device(cfg.train.device)
     log(f"== weak {name}: {cfg.name} on {cfg.data.dataset} ({cfg.data.root}), device {device}")
     return log, device, time.perf_counter()
+
+
+def step_pretrain(cfg: Config, *, log: Log | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train the backbone from the training split's image tags (pretrain.py); later steps then use its weights."""
+    if cfg.weak.pretrain_epochs < 1:
+        check_config(cfg)
+        raise ConfigError(f"weak.pretrain_epochs={cfg.weak.pretrain_epochs}: pretraining is off; set "
+                          "weak.pretrain_epochs to a positive number of epochs to run `labelreg weak pretrain`")
+    log, device, started = _start(cfg, "pretrain", log)
+    summary = pretrain_backbone(cfg, device=device, log=log, progress=progress)
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    record_metrics(cfg, "pretrain", summary)
+    return summary
 
 
 def step_features(cfg: Config, *, log: Log | None = None, progress: bool = True) -> dict[str, Any]:
@@ -265,9 +297,14 @@ def step_train(cfg: Config, *, dense: bool | None = None, log: Log | None = None
 
 
 def run_all(cfg: Config, *, log: Log | None = None, progress: bool = True) -> dict[str, Any]:
-    """features → localize → sample → train; returns every step's summary."""
+    """[pretrain →] features → localize → sample → train; returns every step's summary.
+
+    ``pretrain`` runs first only when ``weak.pretrain_epochs > 0``.
+    """
     log = log or make_log(cfg)
-    return {"features": step_features(cfg, log=log, progress=progress),
+    pretrained = {"pretrain": step_pretrain(cfg, log=log, progress=progress)} if cfg.weak.pretrain_epochs > 0 else {}
+    return {**pretrained,
+            "features": step_features(cfg, log=log, progress=progress),
             "localize": step_localize(cfg, log=log, progress=progress),
             "sample": step_sample(cfg, log=log, progress=progress),
             "train": step_train(cfg, log=log, progress=progress)}

@@ -22,6 +22,8 @@ written, and :class:`FeatureStore` recomputes zoom-out maps from the images.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from functools import partial
 from pathlib import Path
@@ -45,14 +47,97 @@ FEATURE_KEYS = ("backbone", "backbone_options", "pretrained", "taps", "image_siz
 DATA_KEYS = ("dataset", "root", "sbd_root", "train_split", "val_split", "train_limit", "val_limit")
 
 
+# What tags-only pretraining (``labelreg weak pretrain``, pretrain.py) depends on; stored in backbone.pt and
+# compared by every later step, so edited pretraining settings are never silently ignored.
+PRETRAIN_KEYS = ("backbone", "backbone_options", "pretrained", "taps", "image_size", "grid_stride", "global_feature",
+                 "pretrain_epochs", "pretrain_lr", "pretrain_weight_decay", "pretrain_batch_size", "pretrain_head",
+                 "pretrain_pool", "pretrain_crop_area")
+PRETRAIN_DATA_KEYS = ("dataset", "root", "sbd_root", "train_split", "train_limit")
+# Keyed by (path, size, mtime_ns), so each weight file is hashed / read once per process.
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+_SETTINGS: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
 def features_dir(cfg: Config) -> Path:
     return cfg.run_dir / "features"
 
 
+def pretrain_dir(cfg: Config) -> Path:
+    return cfg.run_dir / "pretrain"
+
+
+def pretrained_backbone_path(cfg: Config) -> Path:
+    return pretrain_dir(cfg) / "backbone.pt"
+
+
+def pretrain_signature(cfg: Config) -> dict[str, Any]:
+    weak, data = to_dict(cfg.weak), to_dict(cfg.data)
+    result = {**{f"weak.{k}": weak[k] for k in PRETRAIN_KEYS}, **{f"data.{k}": data[k] for k in PRETRAIN_DATA_KEYS},
+              "train.seed": cfg.train.seed}  # seeds the initialisation, the head, the batches and the crops
+    if cfg.weak.pretrained is not None and Path(cfg.weak.pretrained).is_file():  # pretraining started from it
+        result["init_weights.sha256"] = file_digest(cfg.weak.pretrained)
+    return result
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes (memoised on path, size and modification time)."""
+    path = Path(path)
+    key = _file_key(path)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
+def _stored_settings(path: Path) -> dict[str, Any]:
+    key = _file_key(path)
+    if key not in _SETTINGS:
+        _SETTINGS[key] = torch.load(path, map_location="cpu", weights_only=True).get("settings", {})
+    return _SETTINGS[key]
+
+
+def backbone_weights(cfg: Config) -> str | None:
+    """The weight file the feature extractor loads: ``<run_dir>/pretrain/backbone.pt`` when
+    ``weak.pretrain_epochs > 0`` (after checking it was trained with the current settings), else
+    ``weak.pretrained`` (None: random init)."""
+    if cfg.weak.pretrain_epochs <= 0:
+        return cfg.weak.pretrained
+    path = pretrained_backbone_path(cfg)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: weak.pretrain_epochs={cfg.weak.pretrain_epochs} needs "
+                                "`labelreg weak pretrain --config ...` first")
+    stored = _stored_settings(path)
+    changed = {k: (v, stored.get(k)) for k, v in pretrain_signature(cfg).items() if stored.get(k) != v}
+    if changed:
+        details = ", ".join(f"{k}: now {now!r}, stored {old!r}" for k, (now, old) in changed.items())
+        raise ConfigError(f"{path} was pretrained with other settings ({details}); "
+                          "run `labelreg weak pretrain` again")
+    return str(path)
+
+
+def make_extractor(cfg: Config) -> ZoomOutExtractor:
+    """The frozen feature extractor of every step: the configured backbone with :func:`backbone_weights`."""
+    return extractor_from_config(dataclasses.replace(cfg.weak, pretrained=backbone_weights(cfg)), seed=cfg.train.seed)
+
+
 def signature(cfg: Config) -> dict[str, Any]:
     weak, data = to_dict(cfg.weak), to_dict(cfg.data)
-    return {**{f"weak.{k}": weak[k] for k in FEATURE_KEYS}, **{f"data.{k}": data[k] for k in DATA_KEYS},
-            "train.seed": cfg.train.seed}  # seeds a random-init backbone
+    result = {**{f"weak.{k}": weak[k] for k in FEATURE_KEYS}, **{f"data.{k}": data[k] for k in DATA_KEYS},
+              "train.seed": cfg.train.seed}  # seeds a random-init backbone
+    weights = backbone_weights(cfg)
+    if weights is not None:  # the weights' content, not just their path: retrained or replaced weights are stale
+        result["weights.sha256"] = file_digest(weights)
+    if cfg.weak.pretrain_epochs > 0:
+        result.update({f"weak.{k}": weak[k] for k in PRETRAIN_KEYS if k.startswith("pretrain_")})
+    return result
 
 
 def split_dataset(cfg: Config, role: str) -> Dataset:
@@ -92,11 +177,15 @@ def extract_features(cfg: Config, *, device: torch.device, log: Callable[[str], 
         raise ConfigError(f"weak.image_size must be [H, W] of at least grid_stride, got {cfg.weak.image_size}")
     folder = features_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
-    extractor = extractor_from_config(cfg.weak, seed=cfg.train.seed).to(device)
+    extractor = make_extractor(cfg).to(device)
     stats = {"zoomout": ChannelStats(extractor.dim)}
     if extractor.global_dim:
         stats["global"] = ChannelStats(extractor.global_dim)
-    summary: dict[str, Any] = {"dim": extractor.dim, "global_dim": extractor.global_dim, "taps": extractor.taps}
+    weights = backbone_weights(cfg)
+    summary: dict[str, Any] = {"dim": extractor.dim, "global_dim": extractor.global_dim, "taps": extractor.taps,
+                               "weights": weights}
+    log(f"features: backbone {cfg.weak.backbone} with "
+        f"{'random-init weights (seed ' + str(cfg.train.seed) + ')' if weights is None else 'weights ' + weights}")
     for role in ROLES:  # train first: its statistics are the ones every split is standardised with
         meta = _write_role(cfg, role, extractor, device, folder, stats if role == "train" else None, progress)
         summary[role] = {"images": len(meta["names"]), "split": meta["split"]}
@@ -198,7 +287,7 @@ class FeatureStore:
         if self._zoomout is not None:
             return torch.from_numpy(np.stack([self._zoomout[i] for i in indices]).astype(np.float32))
         if self._live is None:  # built on first use: the backbone is only needed in this mode
-            self._live = (extractor_from_config(self.cfg.weak, seed=self.cfg.train.seed).to(self.device),
+            self._live = (make_extractor(self.cfg).to(self.device),
                           split_dataset(self.cfg, self.role))
         extractor, dataset = self._live
         maps = [extractor(batch["image"].to(self.device))[0].float().cpu()
