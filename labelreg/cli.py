@@ -1,4 +1,4 @@
-"""``labelreg <subcommand>``: synth, train-ae, train-seg, train-cls, train-depth, eval, export, query, weak, demo."""
+"""``labelreg <subcommand>``: synth, train-ae, train-seg, train-cls, train-depth, eval, export, query, weak, bench, demo."""
 from __future__ import annotations
 
 import argparse
@@ -262,9 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("overrides", nargs="*", help="data.key=value overrides, e.g. data.sbd_root=/data/sbd")
     query.set_defaults(run=cmd_query)
 
+    from labelreg.bench import register as register_bench
     from labelreg.weak.cli import register as register_weak
 
     register_weak(commands)
+    register_bench(commands)
 
     demo = commands.add_parser("demo", help="synthetic data → phase one, with a report in runs/demo")
     demo.add_argument("--out", default="runs/demo")
