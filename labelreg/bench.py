@@ -925,11 +925,10 @@ def cases_from_args(args: argparse.Namespace) -> list[Case]:
 
 def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.data:
+        synthetic = {"labeled": args.synthetic_count[0], "depth_only": args.synthetic_count[1],
+                     "size": args.synthetic_size}
         report = bench_data(args.data_root, workers=args.workers, batch=args.data_batch, images=args.data_images,
-                            depth_only=args.depth_only,
-                            limit=args.data_limit, synthetic={"labeled": args.synthetic_count[0],
-                                                              "depth_only": args.synthetic_count[1],
-                                                              "size": args.synthetic_size})
+                            depth_only=args.depth_only, limit=args.data_limit, synthetic=synthetic)
         print(format_data_table(report["data"]))
     else:
         cases = cases_from_args(args)
