@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from labelreg.cli import parse_size
 from labelreg.engine import autocast, pad_collate, resolve_device
 from labelreg.losses import masked_cross_entropy
 
@@ -840,14 +841,6 @@ def profile_case(case: Case, steps: int = 3, row_limit: int = 25) -> str:
 
 
 # ----------------------------------------------------------------------------- command line
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like HxW (e.g. 256x256), got {text!r}") from None
-    return height, width
 
 
 def parse_options(text: str) -> dict:

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from labelreg.data.synthetic import write_synthetic_dataset
 
@@ -15,3 +16,12 @@ def _run_in_a_temporary_folder(tmp_path, monkeypatch):
     """Tests run from an empty folder, so a relative default path (data/synthetic, runs/) can never
     write into the checkout (it would also make the suite slow and order-dependent)."""
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def one_thread():
+    """Small convolutions: on a shared 2-core CPU a second OpenMP thread costs far more than it saves."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -18,13 +18,7 @@ SMALL = ["weak.image_size=[32,40]", "weak.feature_batch_size=4", "weak.loc_epoch
          "weak.cache_dtype=float16", "weak.pretrain_epochs=1", "weak.pretrain_batch_size=4"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convolutions: on a shared 2-core CPU a second OpenMP thread costs far more than it saves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cli(*argv):

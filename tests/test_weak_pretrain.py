@@ -20,13 +20,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo" / "weak-tiny_s
 TINY = {"growth_rate": 12, "block_config": [2, 2, 2, 2], "stem_channels": [16, 16, 24]}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convolutions: on a shared 2-core CPU a second OpenMP thread costs far more than it saves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(root, out, name, *extra):

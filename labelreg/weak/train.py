@@ -110,22 +110,10 @@ def fit_points(head: PointHead, features: torch.Tensor, classes: torch.Tensor, *
     head.to(device).train()
     opt = make_optimizer(optimizer, head.parameters(), lr)
     generator = torch.Generator().manual_seed(seed)
-    history = []
     bar = tqdm(total=epochs * -(-len(classes) // batch_size), desc="train on points", disable=not progress, leave=False)
-    for epoch in range(epochs):
-        order = torch.randperm(len(classes), generator=generator)
-        total = 0.0
-        for start in range(0, len(order), batch_size):
-            bar.update()
-            batch = order[start:start + batch_size]
-            loss = F.cross_entropy(head(features[batch].to(device)), classes[batch].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(batch)
-        history.append({"epoch": epoch + 1, "loss": total / len(order)})
-    bar.close()
-    return history
+    return _shuffled_epochs(opt, len(classes), batch_size=batch_size, epochs=epochs, generator=generator, bar=bar,
+                            loss_of=lambda batch: F.cross_entropy(head(features[batch].to(device)),
+                                                                  classes[batch].to(device)))
 
 
 def fit_dense(head: PointHead, store: FeatureStore, *, epochs: int, batch_size: int, lr: float, optimizer: str = "adam",
@@ -136,22 +124,30 @@ def fit_dense(head: PointHead, store: FeatureStore, *, epochs: int, batch_size: 
     opt = make_optimizer(optimizer, head.parameters(), lr)
     generator = torch.Generator().manual_seed(seed)
     labels = torch.from_numpy(store.labels.astype(np.int64))
-    history = []
     bar = tqdm(total=epochs * -(-len(store) // batch_size), desc="train on dense labels", disable=not progress,
                leave=False)
+    return _shuffled_epochs(opt, len(store), batch_size=batch_size, epochs=epochs, generator=generator, bar=bar,
+                            loss_of=lambda batch: masked_cross_entropy(
+                                head(store.segmentation_input(batch.tolist()).to(device)), labels[batch].to(device)))
+
+
+def _shuffled_epochs(opt: torch.optim.Optimizer, count: int, *, batch_size: int, epochs: int,
+                     generator: torch.Generator, bar, loss_of: Callable[[torch.Tensor], torch.Tensor]) -> list[dict]:
+    """``epochs`` passes over ``count`` items in shuffled batches: one optimizer step on ``loss_of(batch
+    indices)`` per batch; returns the per-epoch mean loss."""
+    history = []
     for epoch in range(epochs):
-        order = torch.randperm(len(store), generator=generator).tolist()
+        order = torch.randperm(count, generator=generator)
         total = 0.0
-        for start in range(0, len(order), batch_size):
+        for start in range(0, count, batch_size):
             bar.update()
             batch = order[start:start + batch_size]
-            logits = head(store.segmentation_input(batch).to(device))
-            loss = masked_cross_entropy(logits, labels[batch].to(device))
+            loss = loss_of(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += loss.item() * len(batch)
-        history.append({"epoch": epoch + 1, "loss": total / len(order)})
+        history.append({"epoch": epoch + 1, "loss": total / count})
     bar.close()
     return history
 
