@@ -213,7 +213,9 @@ class MemoryMeter:
             peak = _proc_status_kb("VmHWM") * 1024
         else:
             peak = self._maxrss()
-        return round((peak - self.baseline) / 2**20, 1)
+        # In one process the allocator may hand memory back to the OS after the baseline was taken,
+        # so the phase's peak RSS can sit below it: that phase grew nothing, not a negative amount.
+        return max(0.0, round((peak - self.baseline) / 2**20, 1))
 
 
 # ----------------------------------------------------------------------------- timing

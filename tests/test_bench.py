@@ -61,6 +61,17 @@ def test_isolated_case_reports_memory():
     assert "RSS" in row["memory_method"] or "rss" in row["memory_method"]
 
 
+def test_memory_growth_is_never_negative():
+    meter = bench.MemoryMeter(torch.device("cpu"))
+    meter.baseline += 2**40  # as if the process had released memory since the baseline was taken
+    meter.start_phase()
+    assert meter.peak_mb() == 0.0
+    meter.baseline -= 2**40
+    kept = torch.ones(64, 2**20, dtype=torch.uint8)  # 64 MB touched during the phase
+    kept += 1
+    assert meter.peak_mb() >= 32 or not meter.method.startswith("peak RSS")
+
+
 @pytest.mark.parametrize("precision,channels_last", [("bf16", True), ("fp16", False)])
 def test_amp_and_channels_last(precision, channels_last):
     row = bench.measure(tiny_case(precision=precision, channels_last=channels_last, warmup=0, infer=False),
