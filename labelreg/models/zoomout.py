@@ -113,7 +113,9 @@ class ZoomOutHead(nn.Module):
                 x = taps[name]
                 if x.shape[-2] >= grid[0] and x.shape[-1] >= grid[1]:
                     x = resize_to_grid(x, grid)  # pool first: projecting is cheaper on the grid
-                projected = resize_to_grid(torch.einsum("oc,bchw->bohw", w, x), grid)
+                # a 1×1 convolution rather than einsum: same numbers, but it keeps the memory format and
+                # skips the einsum's permuted output that later ops had to copy (bench profile, docs/bench.md)
+                projected = resize_to_grid(F.conv2d(x, w[:, :, None, None]), grid)
             total = projected if total is None else total + projected
         return total + bias[None, :, None, None]
 
