@@ -122,6 +122,8 @@ def cmd_query(args: argparse.Namespace) -> None:
     query_kind = "images" if args.segmenter else "labels"
     reference_kind = args.reference_from or query_kind
     checkpoints = {"labels": args.autoencoder, "images": args.segmenter}
+    if args.overlay == "predictions" and not args.segmenter:
+        raise ConfigError("--overlay predictions needs --segmenter CKPT (an autoencoder predicts no labels)")
     if checkpoints[reference_kind] is None:
         raise ConfigError(f"--reference-from {reference_kind} needs "
                           f"{'--autoencoder' if reference_kind == 'labels' else '--segmenter'} CKPT")
@@ -172,7 +174,8 @@ def cmd_query(args: argparse.Namespace) -> None:
                                     "reference_from": reference_kind,
                                     "results": [result.as_dict() for result, _ in results]}, indent=2))
     figure = query_figure(results, reference, Path(args.figure) if args.figure else folder / f"{stem}.png",
-                          titles=[query_kind] * len(results))
+                          titles=[query_kind] * len(results),
+                          labels_of=sources["images"].predict if args.overlay == "predictions" else None)
     print(f"wrote {out_json} and {figure}")
 
 
@@ -256,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--index", default=None, metavar="DIR", help="index folder (default: <run>/index/...)")
     query.add_argument("--index-dtype", choices=["float32", "float16"], default="float32")
     query.add_argument("--rebuild", action="store_true", help="rebuild the index even if it is up to date")
+    query.add_argument("--overlay", choices=["labels", "predictions"], default="labels",
+                       help="colour the figure's panels by ground truth or by the --segmenter's predictions")
     query.add_argument("--device", default="auto")
     query.add_argument("--json", default=None, help="JSON output (default: <run>/queries/<kind>_<id>.json)")
     query.add_argument("--figure", default=None, help="PNG output (default: next to the JSON)")

@@ -163,6 +163,12 @@ class ImageFeatures:
             raise RuntimeError(f"the segmenter's aux_code is {tuple(code.shape[-2:])}, expected {(rows, cols)} cells")
         return code
 
+    @torch.inference_mode()
+    def predict(self, sample: dict) -> torch.Tensor:
+        """The segmenter's predicted label map (H×W, int64) — what the query's features were read from."""
+        batch = self.prepare({"image": sample["image"][None].to(self.device)})
+        return self.model(batch["image"])["seg"][0].argmax(0).cpu()
+
 
 FeatureSource = Callable[[dict], torch.Tensor]
 
@@ -381,13 +387,14 @@ PANEL = (144, 192)  # every panel is letterboxed into H×W so images of any size
 QUERY_COLOUR, MATCH_COLOUR = (0, 200, 0), (255, 215, 0)
 
 
-def _panel(sample: dict, box: Sequence[int], colour: tuple[int, int, int], caption: str, border: bool) -> np.ndarray:
+def _panel(sample: dict, box: Sequence[int], colour: tuple[int, int, int], caption: str, border: bool,
+           labels: torch.Tensor) -> np.ndarray:
     from PIL import Image, ImageDraw
 
     from labelreg.viz import overlay, to_uint8_image
 
     image = to_uint8_image(sample["image"])
-    picture = Image.fromarray(overlay(image, sample["label"].numpy(), alpha=0.45))
+    picture = Image.fromarray(overlay(image, labels.numpy(), alpha=0.45))
     draw = ImageDraw.Draw(picture)
     y0, x0, y1, x1 = box
     for inset in range(2):
@@ -405,21 +412,27 @@ def _panel(sample: dict, box: Sequence[int], colour: tuple[int, int, int], capti
 
 
 def query_figure(results: Sequence[tuple[QueryResult, dict]], reference: Dataset, path: str | Path,
-                 titles: Sequence[str] | None = None) -> Path:
+                 titles: Sequence[str] | None = None,
+                 labels_of: Callable[[dict], torch.Tensor] | None = None) -> Path:
     """PNG grid like thesis Fig. 5.7: per row the query image with its box (green frame), then its
     matches from ``reference`` with their boxes; label overlays in the VOC palette.
 
-    ``results``: (result, query sample) pairs; ``titles``: a caption per row (e.g. the feature source).
+    ``results``: (result, query sample) pairs; ``titles``: a caption per row (e.g. the feature source);
+    ``labels_of``: the label map to overlay for a sample (default its ground truth; e.g.
+    ``ImageFeatures.predict`` shows what the segmenter saw in each region).
     """
     from labelreg.viz import image_grid, save_png
 
+    labels_of = labels_of or (lambda sample: sample["label"])
     rows = []
     for row, (result, sample) in enumerate(results):
         caption = f"{titles[row]}: " if titles else ""
-        panels = [_panel(sample, result.box, QUERY_COLOUR, f"{caption}{result.query_id}", border=True)]
+        panels = [_panel(sample, result.box, QUERY_COLOUR, f"{caption}{result.query_id}", border=True,
+                         labels=labels_of(sample))]
         for match in result.matches:
-            panels.append(_panel(reference[match.dataset_index], match.box, MATCH_COLOUR,
-                                 f"{match.image_id}  d={match.distance:.3f}", border=False))
+            match_sample = reference[match.dataset_index]
+            panels.append(_panel(match_sample, match.box, MATCH_COLOUR, f"{match.image_id}  d={match.distance:.3f}",
+                                 border=False, labels=labels_of(match_sample)))
         rows.append(panels)
     columns = max(len(row) for row in rows)
     blank = np.full((*PANEL, 3), 255, np.uint8)

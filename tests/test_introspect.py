@@ -10,7 +10,7 @@ import torch
 from labelreg.cli import main
 from labelreg.config import load_config, to_dict
 from labelreg.engine import save_checkpoint
-from labelreg.introspect import (CELL, Cells, LabelFeatures, RegionIndex, build_index, cells_to_pixel_box, class_box,
+from labelreg.introspect import (CELL, Cells, ImageFeatures, LabelFeatures, RegionIndex, build_index, cells_to_pixel_box, class_box,
                                  grid_shape, pixel_box_to_cells, query_figure, run_query, window_distances)
 from labelreg.models import LabelAutoencoder
 
@@ -164,6 +164,22 @@ def test_query_figure_api(tmp_path):
         assert picture.width > 3 * 150 and picture.height > 2 * 140
 
 
+class ColourSegmenter(torch.nn.Module):
+    """Predicts class 1 where the red channel exceeds the green one, else class 0."""
+
+    def forward(self, x):
+        return {"seg": torch.stack([x[:, 1], x[:, 0], x[:, 2] - 100], dim=1)}
+
+
+def test_image_source_predicts_label_maps_in_the_images_own_pixels():
+    image = torch.zeros(3, 37, 53, dtype=torch.uint8)
+    image[0, 5:20, 10:30] = 200  # a red patch on black
+    predicted = ImageFeatures(ColourSegmenter(), torch.device("cpu")).predict({"image": image})
+    expected = torch.zeros(37, 53, dtype=torch.int64)
+    expected[5:20, 10:30] = 1
+    assert predicted.dtype == torch.int64 and torch.equal(predicted, expected)
+
+
 # ---------------------------------------------------------------------------- through the CLI
 def write_checkpoints(root, out):
     """A phase-one autoencoder and a decoder-regularized tiny segmenter, saved as train-ae / train-seg do."""
@@ -208,6 +224,14 @@ def test_cli_queries_from_labels_and_from_images_on_a_voc_layout(tiny_synthetic,
     assert train_ids[0] not in [m["image_id"] for m in record["results"][0]["matches"]]
     assert (out / "images.png").is_file()
 
+    # the same figure coloured by the segmenter's predictions instead of the ground truth
+    assert main(["query", "--segmenter", str(seg_path), "--image", "0", "--reference-split", "train", "--k", "3",
+                 "--overlay", "predictions", "--json", str(out / "pred.json"), "--figure", str(out / "pred.png")]) == 0
+    from PIL import Image
+
+    with Image.open(out / "images.png") as truth, Image.open(out / "pred.png") as predicted:
+        assert truth.size == predicted.size and not np.array_equal(np.asarray(truth), np.asarray(predicted))
+
 
 def test_cli_query_errors_are_clear(tiny_synthetic, tmp_path, capsys):
     ae_path, seg_path = write_checkpoints(tiny_synthetic.root, tmp_path / "runs")
@@ -221,3 +245,5 @@ def test_cli_query_errors_are_clear(tiny_synthetic, tmp_path, capsys):
     assert "regularizer.kind=decoder" in capsys.readouterr().err
     assert main(["query", "--segmenter", str(seg_path), "--image", "0", "--reference-from", "labels"]) == 2
     assert "--autoencoder" in capsys.readouterr().err
+    assert main(["query", "--autoencoder", str(ae_path), "--image", "0", "--overlay", "predictions"]) == 2
+    assert "--overlay predictions needs --segmenter" in capsys.readouterr().err
