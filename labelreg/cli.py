@@ -142,20 +142,22 @@ def cmd_query(args: argparse.Namespace) -> None:
     sources = {kind: (label_source(checkpoints[kind], device, num_classes) if kind == "labels"
                       else image_source(checkpoints[kind], device, num_classes))
                for kind in {query_kind, reference_kind}}
+    boxes = _query_boxes(args, len(args.image))
+    for name in args.class_name or []:  # before the index is built, which can take minutes
+        if name not in names and not (name.isdigit() and int(name) < num_classes):
+            raise ConfigError(f"--class {name!r}: not a class of {cfg.data.dataset} ({', '.join(names)})")
+    samples = [find_sample(queries, image)[1] for image in args.image]
     description = f"{cfg.data.dataset}:{Path(cfg.data.root).resolve()}:{args.reference_split}:{args.reference_limit}"
     index = open_index(sources[reference_kind], reference, checkpoints[reference_kind], description=description,
                        folder=args.index, rebuild=args.rebuild, dtype=args.index_dtype)
     print(f"index: {index.path} ({len(index.images)} images, {index.num_cells} cells × {index.channels}, "
           f"{reference_kind} features)")
     results = []
-    for image, box in zip(args.image, _query_boxes(args, len(args.image))):
-        _, sample = find_sample(queries, image)
+    for image, sample, box in zip(args.image, samples, boxes):
         if box is None:
             box = (0, 0, *sample["image"].shape[-2:])
         elif box[0] == "class":
             name = box[1]
-            if name not in names and not (name.isdigit() and int(name) < num_classes):
-                raise ConfigError(f"--class {name!r}: not a class of {cfg.data.dataset} ({', '.join(names)})")
             class_id = names.index(name) if name in names else int(name)
             if not bool((sample["label"] == class_id).any()):
                 present = [names[i] for i in sample["label"].unique().tolist() if i < num_classes]
