@@ -57,6 +57,7 @@ from torch import nn
 from labelreg.cli import parse_size
 from labelreg.engine import autocast, pad_collate, resolve_device
 from labelreg.losses import masked_cross_entropy
+from labelreg.models.regularizer import aux_target
 
 TV_PREFIX = "tv:"
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -77,6 +78,7 @@ class Case:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 adds a GradScaler)
     channels_last: bool = False
     regularizer: bool = False
+    aux_crop: int | None = None  # regularizer.aux_crop: decode a random window of this many code cells
     compile: bool = False
     num_classes: int = 21
     options: dict = field(default_factory=dict)  # builder options for labelreg models
@@ -91,7 +93,12 @@ class Case:
     def label(self) -> str:
         return (f"{self.model} b{self.batch} {self.size[0]}x{self.size[1]} {self.precision}"
                 f"{' cl' if self.channels_last else ''}{' compile' if self.compile else ''}"
-                f"{' +reg' if self.regularizer else ''}{' ' + json.dumps(self.options) if self.options else ''}")
+                f"{self._regularizer_label()}{' ' + json.dumps(self.options) if self.options else ''}")
+
+    def _regularizer_label(self) -> str:
+        if not self.regularizer:
+            return ""
+        return f" +reg crop {self.aux_crop}" if self.aux_crop else " +reg"
 
 
 def make_cases(models: Iterable[str], *, batches: Iterable[int] = (2,),
@@ -151,7 +158,8 @@ def build_model(case: Case) -> nn.Module:
     else:
         model = build_segmenter(case.model, num_classes=case.num_classes, **case.options)
     if case.regularizer:
-        model = DecoderRegularized(model, LabelAutoencoder(case.num_classes, AE_VARIANT), frozen=True)
+        model = DecoderRegularized(model, LabelAutoencoder(case.num_classes, AE_VARIANT), frozen=True,
+                                   aux_crop=case.aux_crop)
     return model
 
 
@@ -271,7 +279,7 @@ def train_step_fn(model: nn.Module, case: Case, image: torch.Tensor, label: torc
             outputs = forward(image)
             loss = masked_cross_entropy(outputs["seg"], label)
             if "aux_seg" in outputs:
-                loss = loss + AUX_WEIGHT * masked_cross_entropy(outputs["aux_seg"], label)
+                loss = loss + AUX_WEIGHT * masked_cross_entropy(outputs["aux_seg"], aux_target(outputs, label))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -459,7 +467,7 @@ def run_cases(cases: list[Case], *, repeat: int = 1, isolate: bool = True, progr
 # ----------------------------------------------------------------------------- summaries
 
 
-_CASE_KEYS = ("model", "batch", "size", "precision", "channels_last", "compile", "regularizer", "device",
+_CASE_KEYS = ("model", "batch", "size", "precision", "channels_last", "compile", "regularizer", "aux_crop", "device",
               "num_classes", "options")
 
 
@@ -532,6 +540,12 @@ TABLE_COLUMNS = ("model", "batch", "HxW", "precision", "channels_last", "regular
                  "ms/step", "fastest ms", "peak MB")
 
 
+def _regularizer_cell(row: dict[str, Any]) -> str:
+    if row["regularizer"] and row.get("aux_crop"):
+        return f"crop {row['aux_crop']}"
+    return _cell(row["regularizer"])
+
+
 def _cell(value: Any, digits: int = 2) -> str:
     if value is None:
         return "—"
@@ -553,7 +567,7 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
             tail = [_cell(row.get("train_img_s")), infer, _cell(row.get("train_ms"), 1),
                     _cell(row.get("train_ms_min"), 1), _cell(row.get("peak_mb"), 0)]
         cells.append([model, str(row["batch"]), row["size"], row["precision"], _cell(row["channels_last"]),
-                      _cell(row["regularizer"]), *tail])
+                      _regularizer_cell(row), *tail])
     return cells
 
 
@@ -873,6 +887,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch.compile the model (compile time is excluded by the warm-up)")
     models.add_argument("--regularizer", choices=("off", "on", "both"), default=None,
                         help="wrap in DecoderRegularized (random AE-128, frozen decoder, loss CE + 0.5·aux CE)")
+    models.add_argument("--aux-crop", type=int, default=None, metavar="CELLS",
+                        help="regularized rows decode a random CELLS×CELLS window of the code (regularizer.aux_crop)")
     models.add_argument("--num-classes", type=int, default=None, help="default 21")
     models.add_argument("--model-options", type=parse_options, default={}, metavar="JSON",
                         help="builder options for labelreg models, e.g. '{\"hidden\": 256}'")
@@ -915,7 +931,7 @@ def cases_from_args(args: argparse.Namespace) -> list[Case]:
                       channels_last=_switch(args.channels_last), compile=_switch(args.compile),
                       regularizer=regularizer, num_classes=args.num_classes or preset.get("num_classes", 21),
                       options=args.model_options, device=args.device, iters=args.iters, warmup=args.warmup,
-                      infer=not args.no_infer, optimizer=args.optimizer, threads=args.threads)
+                      infer=not args.no_infer, optimizer=args.optimizer, threads=args.threads, aux_crop=args.aux_crop)
 
 
 def run_from_args(args: argparse.Namespace) -> dict[str, Any]:

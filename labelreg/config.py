@@ -94,6 +94,9 @@ class RegularizerConfig:
     loss: str = "ce"  # decoder branch: "ce" against the labels, or "mse" between softmax and one-hot
     weight: float = 0.5  # weight of the auxiliary loss term "aux" (thesis' best: 0.5)
     tap: str | None = None  # feature the auxiliary 1×1 conv reads (None: automatic, see regularizer.choose_tap)
+    # decoder branch, training only: decode a random aux_crop×aux_crop-cell window of the predicted code
+    # (1 cell = 16 px) instead of all of it — cost ∝ window area; None decodes everything (thesis)
+    aux_crop: int | None = None
 
 
 @dataclass

@@ -19,7 +19,7 @@ from labelreg.evaluation import evaluate_segmentation
 from labelreg.inference import predict_probabilities
 from labelreg.losses import class_frequencies, inverse_frequency_weights, masked_cross_entropy, masked_one_hot_mse
 from labelreg.models import MODELS, LabelAutoencoder, build_segmenter
-from labelreg.models.regularizer import DecoderRegularized, EncoderRegularized, plain_segmenter_state
+from labelreg.models.regularizer import DecoderRegularized, EncoderRegularized, aux_target, plain_segmenter_state
 from labelreg.viz import image_grid, label_image, to_uint8_image
 
 REGULARIZERS = ("none", "decoder", "encoder")
@@ -39,8 +39,9 @@ def make_losses(cfg: Config, model: nn.Module, class_weights: torch.Tensor | Non
         if "psp_aux_seg" in outputs:
             terms["psp_aux"] = masked_cross_entropy(outputs["psp_aux_seg"], label, weight=weight)
         if "aux_seg" in outputs:
-            terms["aux"] = (masked_cross_entropy(outputs["aux_seg"], label) if cfg.regularizer.loss == "ce"
-                            else masked_one_hot_mse(outputs["aux_seg"], label))
+            aux_label = aux_target(outputs, label)
+            terms["aux"] = (masked_cross_entropy(outputs["aux_seg"], aux_label) if cfg.regularizer.loss == "ce"
+                            else masked_one_hot_mse(outputs["aux_seg"], aux_label))
         if "aux_features" in outputs:
             target = model.encoder_targets(label, tuple(outputs["aux_features"].shape[-2:]))
             terms["aux"] = F.mse_loss(outputs["aux_features"].float(), target.float())
@@ -78,6 +79,9 @@ def build_model(cfg: Config, num_classes: int, *, with_regularizer: bool = True)
         raise ConfigError(f"regularizer.kind={cfg.regularizer.kind!r}; choose one of {REGULARIZERS}")
     if cfg.regularizer.loss not in ("ce", "mse"):
         raise ConfigError(f"regularizer.loss={cfg.regularizer.loss!r}; choose 'ce' or 'mse'")
+    if cfg.regularizer.aux_crop is not None and (cfg.regularizer.kind != "decoder" or cfg.regularizer.aux_crop < 1):
+        raise ConfigError(f"regularizer.aux_crop={cfg.regularizer.aux_crop!r}: a positive number of code cells, "
+                          "for regularizer.kind=decoder only (or null: decode the whole code)")
     try:
         model = build_segmenter(cfg.model.name, num_classes=num_classes, pretrained_backbone=cfg.model.pretrained_backbone,
                                 freeze_bn=cfg.model.freeze_bn, **cfg.model.options)
@@ -92,7 +96,8 @@ def build_model(cfg: Config, num_classes: int, *, with_regularizer: bool = True)
         return model
     autoencoder = load_autoencoder(cfg, num_classes)
     if cfg.regularizer.kind == "decoder":
-        return DecoderRegularized(model, autoencoder, tap=cfg.regularizer.tap, frozen=cfg.regularizer.frozen)
+        return DecoderRegularized(model, autoencoder, tap=cfg.regularizer.tap, frozen=cfg.regularizer.frozen,
+                                  aux_crop=cfg.regularizer.aux_crop)
     return EncoderRegularized(model, autoencoder, frozen=cfg.regularizer.frozen)
 
 

@@ -61,6 +61,14 @@ def test_isolated_case_reports_memory():
     assert "RSS" in row["memory_method"] or "rss" in row["memory_method"]
 
 
+def test_regularizer_with_aux_crop_is_its_own_row(capsys):
+    assert bench.main([*TINY_ARGS, "--regularizer", "on", "--aux-crop", "2", "--in-process", "--no-infer"]) == 0
+    rows = table_lines(capsys.readouterr().out)
+    assert len(rows) == 1 and "| crop 2 " in rows[0]
+    row = bench.measure(tiny_case(regularizer=True, aux_crop=2, infer=False), isolate=False)
+    assert "error" not in row and row["aux_crop"] == 2 and row["train_img_s"] > 0
+
+
 def test_memory_growth_is_never_negative():
     meter = bench.MemoryMeter(torch.device("cpu"))
     meter.baseline += 2**40  # as if the process had released memory since the baseline was taken

@@ -127,7 +127,8 @@ def test_phase_two_train_eval_export(tiny_synthetic, tmp_path, capsys):
     ["regularizer.kind=encoder", "regularizer.random_init=true", "regularizer.variant=32"],
     ["regularizer.kind=decoder", "regularizer.random_init=true", "regularizer.frozen=false", "regularizer.loss=mse"],
     ["model.freeze_backbone_epochs=1", "train.epochs=2"],
-], ids=["encoder", "unfrozen-random-mse", "staged-freezing"])
+    ["regularizer.kind=decoder", "regularizer.random_init=true", "regularizer.variant=32", "regularizer.aux_crop=2"],
+], ids=["encoder", "unfrozen-random-mse", "staged-freezing", "decoder-crop"])
 def test_regularizer_variants_train(tiny_synthetic, tmp_path, overrides):
     seg_config = str(CONFIGS / "demo" / "zoomout-densenet67-tiny_synth-nyu40.yaml")
     assert main(["train-seg", "--config", seg_config, *tiny_overrides(tiny_synthetic.root, tmp_path), TINY_SEG,
@@ -143,3 +144,6 @@ def test_regularizer_config_errors(tiny_synthetic, tmp_path, capsys):
     assert "regularizer.autoencoder must name" in capsys.readouterr().err
     assert main(["train-seg", "--config", seg_config, *base, "regularizer.kind=magic"]) == 2
     assert "regularizer.kind='magic'" in capsys.readouterr().err
+    for bad in (["regularizer.kind=encoder", "regularizer.aux_crop=4"], ["regularizer.kind=decoder", "regularizer.aux_crop=0"]):
+        assert main(["train-seg", "--config", seg_config, *base, "regularizer.random_init=true", *bad]) == 2
+        assert "regularizer.aux_crop=" in capsys.readouterr().err

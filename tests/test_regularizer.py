@@ -4,7 +4,7 @@ import torch
 
 from labelreg.losses import masked_cross_entropy, masked_one_hot_mse
 from labelreg.models import LabelAutoencoder, build_segmenter
-from labelreg.models.regularizer import DecoderRegularized, EncoderRegularized, plain_segmenter_state
+from labelreg.models.regularizer import DecoderRegularized, EncoderRegularized, aux_target, plain_segmenter_state
 
 TINY = {"hidden": 16, "backbone_options": {"growth_rate": 8, "block_config": [1, 1, 1, 1],
                                             "stem_channels": [8, 8, 8]}}
@@ -59,6 +59,46 @@ def test_auxiliary_loss_alone_reaches_the_segmenter_through_the_decoder():
                if n in upstream and (p.grad is None or not p.grad.any())]
     assert upstream and not starved, starved
     assert all(p.grad is None for p in model.segmenter.head.parameters())  # the primary head is not on this path
+
+
+@pytest.mark.parametrize("size", [(128, 160), (100, 130)])
+def test_aux_crop_decodes_a_window_and_matches_the_full_decode_inside_it(size):
+    torch.manual_seed(0)
+    model = DecoderRegularized(tiny_segmenter(), trained_autoencoder(), aux_crop=6)
+    x, label = torch.randn(1, 3, *size), torch.randint(0, 5, (1, *size))
+    model.eval()
+    full = model(x)
+    assert "aux_window" not in full and full["aux_seg"].shape[-2:] == size  # evaluation decodes everything
+    rows, cols = full["aux_code"].shape[-2:]
+    model.train()
+    model.segmenter.eval()  # same segmenter outputs as above (BatchNorm statistics, no dropout)
+    for _ in range(4):
+        out = model(x)
+        y0, x0, y1, x1 = out["aux_window"]
+        assert 0 <= y0 < y1 <= size[0] and 0 <= x0 < x1 <= size[1]
+        assert out["aux_seg"].shape[-2:] == (y1 - y0, x1 - x0) == aux_target(out, label).shape[-2:]
+        assert torch.equal(aux_target(out, label), label[:, y0:y1, x0:x1])
+        if size == (128, 160):  # 16 px per cell: the window is whole cells, 6×6 of the 8×10 code
+            assert (y1 - y0, x1 - x0) == (96, 96) and y0 % 16 == 0 and x0 % 16 == 0
+            # away from the window's edges the decoder sees the same code: same logits as the full decode
+            inner = (slice(None), slice(None), slice(32, -32), slice(32, -32))
+            torch.testing.assert_close(out["aux_seg"][inner], full["aux_seg"][:, :, y0:y1, x0:x1][inner],
+                                       atol=1e-5, rtol=1e-5)
+    assert (rows, cols) == ((8, 10) if size == (128, 160) else (7, 9))
+
+
+def test_aux_crop_loss_reaches_the_segmenter_and_a_large_crop_is_the_whole_code():
+    torch.manual_seed(0)
+    model = DecoderRegularized(tiny_segmenter(), trained_autoencoder(), aux_crop=2)
+    label = torch.randint(0, 5, (2, 64, 80))
+    out = model(torch.randn(2, 3, 64, 80))
+    masked_cross_entropy(out["aux_seg"], aux_target(out, label)).backward()
+    assert model.to_code.weight.grad.abs().sum() > 0
+    assert model.segmenter.backbone.features.conv0.weight.grad.abs().sum() > 0
+    whole = DecoderRegularized(tiny_segmenter(), trained_autoencoder(), aux_crop=5)(torch.randn(2, 3, 64, 80))
+    assert "aux_window" not in whole and whole["aux_seg"].shape[-2:] == (64, 80)  # 4×5 code fits in 5 cells
+    with pytest.raises(ValueError, match="aux_crop"):
+        DecoderRegularized(tiny_segmenter(), trained_autoencoder(), aux_crop=0)
 
 
 def test_unfrozen_decoder_ablation_trains_the_decoder():

@@ -13,6 +13,13 @@ zoom-out features used are the first MLP layer's pre-activation
 (``features["zoomout_hidden"]``), a learned linear projection of the concatenated
 taps, since the concatenation itself is never built (see ``zoomout``).
 
+``aux_crop`` (off by default, not in the thesis) trades the decoder branch's cost for
+noise: in training it decodes a random ``aux_crop``×``aux_crop``-cell window of the
+predicted code instead of all of it, and ``aux_target`` cuts the matching window out
+of the labels. The full-resolution decoder dominates the regularizer's cost (its forward
+and input-gradient backward grow with the decoded area), so a window of a quarter of the
+code costs about a quarter; evaluation always decodes the whole code.
+
 Both keep the segmenter under ``self.segmenter``; ``plain_segmenter_state`` strips
 everything else, so an exported model is architecturally the plain segmenter.
 """
@@ -95,12 +102,16 @@ class _Regularized(nn.Module):
 
 class DecoderRegularized(_Regularized):
     """``forward(x)`` → the segmenter's outputs plus ``aux_seg`` (B×C×H×W through the decoder) and
-    ``aux_code`` (B×K×⌈H/16⌉×⌈W/16⌉, the predicted decoder input)."""
+    ``aux_code`` (B×K×⌈H/16⌉×⌈W/16⌉, the predicted decoder input). With ``aux_crop`` in training:
+    ``aux_seg`` covers only the pixel window ``aux_window`` = (y0, x0, y1, x1) of the image."""
 
     def __init__(self, segmenter: nn.Module, autoencoder: LabelAutoencoder, *, tap: str | None = None,
-                 frozen: bool = True) -> None:
+                 frozen: bool = True, aux_crop: int | None = None) -> None:
+        if aux_crop is not None and aux_crop < 1:
+            raise ValueError(f"aux_crop must be a positive number of code cells (or None), got {aux_crop}")
         shapes = probe_features(segmenter)
         super().__init__(segmenter, autoencoder.decoder, frozen)
+        self.aux_crop = aux_crop
         self.tap = choose_tap(shapes, tap)
         self.decoder = autoencoder.decoder
         self.to_code = nn.Conv2d(shapes[self.tap][1], autoencoder.code_channels, 1)
@@ -115,10 +126,33 @@ class DecoderRegularized(_Regularized):
         if tuple(feature.shape[-2:]) != code_size:
             feature = F.interpolate(feature, size=code_size, mode="bilinear", align_corners=False)
         code = self.to_code(feature)
-        aux = self.decoder(code)  # B×C×16h×16w
-        outputs["aux_seg"] = F.interpolate(aux, size=x.shape[-2:], mode="bilinear", align_corners=False)
         outputs["aux_code"] = code
+        rows, cols = code.shape[-2:]
+        if self.training and self.aux_crop and (rows > self.aux_crop or cols > self.aux_crop):
+            window_rows, window_cols = min(self.aux_crop, rows), min(self.aux_crop, cols)
+            # drawn on the CPU generator: no device synchronisation, and reproducible under a seed
+            r0 = int(torch.randint(rows - window_rows + 1, ()))
+            c0 = int(torch.randint(cols - window_cols + 1, ()))
+            code = code[..., r0:r0 + window_rows, c0:c0 + window_cols]
+            # the window's pixels, on the same scale as the full path's resize of 16h×16w to H×W
+            scale_y, scale_x = x.shape[-2] / rows, x.shape[-1] / cols
+            window = (round(r0 * scale_y), round(c0 * scale_x),
+                      round((r0 + window_rows) * scale_y), round((c0 + window_cols) * scale_x))
+            outputs["aux_window"] = window
+            size = (window[2] - window[0], window[3] - window[1])
+        else:
+            size = x.shape[-2:]
+        aux = self.decoder(code)  # B×C×16h×16w
+        outputs["aux_seg"] = F.interpolate(aux, size=size, mode="bilinear", align_corners=False)
         return outputs
+
+
+def aux_target(outputs: dict, label: torch.Tensor) -> torch.Tensor:
+    """The labels ``outputs["aux_seg"]`` is compared with: ``label`` (B×H×W), or its ``aux_window``."""
+    if "aux_window" not in outputs:
+        return label
+    y0, x0, y1, x1 = outputs["aux_window"]
+    return label[..., y0:y1, x0:x1]
 
 
 class EncoderRegularized(_Regularized):
