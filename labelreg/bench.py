@@ -24,8 +24,10 @@ regularizer settings, on CPU or CUDA:
 Models: any name in ``labelreg.models.MODELS`` (``--model-options`` JSON goes to its
 builder) and torchvision's reference segmenters as ``tv:fcn_resnet50``,
 ``tv:deeplabv3_resnet50``, ``tv:deeplabv3_resnet101`` … (built with ``weights=None,
-weights_backbone=None, aux_loss=False``; never downloaded). Loss: cross-entropy, plus
-``0.5 ·`` the auxiliary cross-entropy through the frozen decoder of a randomly initialised
+weights_backbone=None, aux_loss=False``; never downloaded). Loss and optimizer are the trainer's
+(``train_seg.make_losses`` weighted by ``default_loss_weights``; ``engine.build_optimizer``):
+cross-entropy, plus ``0.4 ·`` PSPNet's auxiliary head's cross-entropy for PSPNets, plus ``0.5 ·``
+the auxiliary cross-entropy through the frozen decoder of a randomly initialised
 ``LabelAutoencoder`` (variant 128) when the regularizer is on (``DecoderRegularized``).
 
 ``bench_data`` measures how many images/s the NYUv2 readers (``NYUv2Labeled`` over the
@@ -36,6 +38,7 @@ See docs/bench.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -48,20 +51,20 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from itertools import product
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from labelreg.cli import parse_size
-from labelreg.engine import autocast, pad_collate, resolve_device
-from labelreg.losses import masked_cross_entropy
-from labelreg.models.regularizer import aux_target
+from labelreg.config import Config, DataConfig, OptimConfig, RegularizerConfig
+from labelreg.data.build import NYU_MAT_NAME, nyu_mat_path
+from labelreg.engine import autocast, build_optimizer, pad_collate, resolve_device, weighted_total
+from labelreg.train_seg import default_loss_weights, make_losses
 
 TV_PREFIX = "tv:"
 PRECISIONS = ("fp32", "bf16", "fp16")
-AUX_WEIGHT = 0.5  # the regularizer's loss weight (thesis' best, train_seg's default)
 AE_VARIANT = "128"
 _RESULT_MARKER = "@@labelreg-bench@@ "
 
@@ -177,20 +180,28 @@ def _proc_status_kb(key: str) -> int | None:
 
 
 class MemoryMeter:
-    """Peak memory of a phase over a baseline taken at construction (before the model is built), in MB."""
+    """Peak memory of a phase over a baseline taken at construction (before the model is built), in MB.
+
+    ``kind`` picks the source ("cuda" | "vmhwm" | "maxrss"); ``method`` describes it for the results.
+    """
+
+    METHODS = {"cuda": "cuda max_memory_allocated",
+               "vmhwm": "peak RSS (VmHWM, reset per phase) - RSS before the model",
+               "maxrss": "ru_maxrss - RSS before the model (not reset per phase)"}
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-            self.method = "cuda max_memory_allocated"
+            self.kind = "cuda"
             self.baseline = torch.cuda.memory_allocated(device)
         elif _proc_status_kb("VmHWM") is not None and self._clear_peak():
-            self.method = "peak RSS (VmHWM, reset per phase) - RSS before the model"
+            self.kind = "vmhwm"
             self.baseline = _proc_status_kb("VmRSS") * 1024
         else:  # no resettable peak: maxrss over the whole process (KB on Linux, bytes on macOS)
-            self.method = "ru_maxrss - RSS before the model (not reset per phase)"
+            self.kind = "maxrss"
             self.baseline = self._maxrss()
+        self.method = self.METHODS[self.kind]
 
     @staticmethod
     def _clear_peak() -> bool:
@@ -207,17 +218,17 @@ class MemoryMeter:
         return value if sys.platform == "darwin" else value * 1024
 
     def start_phase(self) -> None:
-        if self.device.type == "cuda":
+        if self.kind == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-        elif self.method.startswith("peak RSS"):
+        elif self.kind == "vmhwm":
             self._clear_peak()
 
     def peak_mb(self) -> float:
-        if self.device.type == "cuda":
+        if self.kind == "cuda":
             torch.cuda.synchronize(self.device)
             peak = torch.cuda.max_memory_allocated(self.device)
-        elif self.method.startswith("peak RSS"):
+        elif self.kind == "vmhwm":
             peak = _proc_status_kb("VmHWM") * 1024
         else:
             peak = self._maxrss()
@@ -265,21 +276,34 @@ def _amp(precision: str) -> str:
     return "none" if precision == "fp32" else precision
 
 
+def train_config(case: Case) -> Config:
+    """The trainer's default config for ``case``: its optimizer, and the decoder regularizer when it is on."""
+    # learning rates do not change the step's cost; SGD's 1e-3 is a typical value, Adam's the trainer's default
+    optim = OptimConfig(optimizer=case.optimizer, lr=1e-3 if case.optimizer == "sgd" else OptimConfig().lr)
+    regularizer = RegularizerConfig(kind="decoder" if case.regularizer else "none")
+    return Config(optim=optim, regularizer=regularizer)
+
+
+def loss_fn(cfg: Config, model: nn.Module) -> Callable[[dict, torch.Tensor], torch.Tensor]:
+    """The trainer's loss: ``make_losses``' terms (CE, PSPNet's ``psp_aux``, the regularizer's ``aux``)
+    weighted by ``default_loss_weights``, as ``train_one_epoch`` combines them."""
+    losses, weights = make_losses(cfg, model, None), default_loss_weights(cfg, model)
+    return lambda outputs, label: weighted_total(losses(outputs, {"label": label}), weights)
+
+
 def train_step_fn(model: nn.Module, case: Case, image: torch.Tensor, label: torch.Tensor, device: torch.device,
-                  forward=None):
-    """A closure running one training step: forward + CE (+ 0.5 · aux CE) + backward + optimizer step."""
+                  forward: Callable[[torch.Tensor], dict] | None = None) -> Callable[[], None]:
+    """A closure running one training step of ``model`` (called through ``forward``, e.g. its compiled
+    form): forward + the trainer's weighted loss + backward + the trainer's optimizer step."""
     forward = forward or model
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = (torch.optim.SGD(params, lr=1e-3, momentum=0.9) if case.optimizer == "sgd"
-                 else torch.optim.Adam(params, lr=1e-4))
+    cfg = train_config(case)
+    optimizer = build_optimizer(cfg.optim, model)
+    loss_of = loss_fn(cfg, model)
     scaler = torch.amp.GradScaler(device.type, enabled=case.precision == "fp16")
 
     def step() -> None:
         with autocast(device, _amp(case.precision)):
-            outputs = forward(image)
-            loss = masked_cross_entropy(outputs["seg"], label)
-            if "aux_seg" in outputs:
-                loss = loss + AUX_WEIGHT * masked_cross_entropy(outputs["aux_seg"], aux_target(outputs, label))
+            loss = loss_of(forward(image), label)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -303,7 +327,8 @@ def _summary(prefix: str, times: list[float], batch: int) -> dict[str, Any]:
 
 
 def prime(case: Case, device: torch.device) -> None:
-    """One tiny training step and inference with the case's settings, before the memory baseline.
+    """One tiny training step and inference with the case's precision, channels_last and optimizer (not
+    compiled, no regularizer), before the memory baseline.
 
     Lazily imported modules, kernel code paged in and thread pools otherwise count as ~100 MB of
     "peak memory" of whatever model runs first in a process.
@@ -357,7 +382,7 @@ def run_case(case: Case) -> dict[str, Any]:
                    infer_gflop=None if case.compile else count_gflop(forward))
     model.train()
     meter.start_phase()
-    step = train_step_fn(runnable, case, image, label, device)
+    step = train_step_fn(model, case, image, label, device, forward=runnable)
     times, first = time_calls(step, iters=case.iters, warmup=case.warmup, device=device)
     row.update(_summary("train", times, case.batch), peak_mb=meter.peak_mb(), train_first_s=round(first, 2),
                train_gflop=None if case.compile else count_gflop(step))
@@ -382,8 +407,8 @@ def paired_train_times(cases: list[Case], progress: bool = True) -> dict[str, li
     prime(cases[0], device)
     steps = {}
     for case in cases:
-        _, runnable, image, label = prepare(case, device)
-        steps[case.label()] = train_step_fn(runnable.train(), case, image, label, device)
+        model, runnable, image, label = prepare(case, device)
+        steps[case.label()] = train_step_fn(model.train(), case, image, label, device, forward=runnable)
     if progress:
         print(f"[bench] paired timing: {len(steps)} models in turn, {cases[0].iters} steps each …", file=sys.stderr,
               flush=True)
@@ -660,7 +685,7 @@ def benchmark_models(cases: list[Case], *, repeat: int = 1, isolate: bool = True
     per_round = [regularizer_overheads([r for r in rows if r["round"] == k]) for k in range(1, repeat + 1)]
     report = {"machine": machine_info(),
               "settings": {"iters": cases[0].iters, "warmup": cases[0].warmup, "repeat": repeat, "isolated": isolate,
-                           "optimizer": cases[0].optimizer, "aux_weight": AUX_WEIGHT,
+                           "optimizer": cases[0].optimizer, "aux_weight": RegularizerConfig().weight,
                            "autoencoder_variant": AE_VARIANT},
               "results": merged, "rounds": rows, "regularizer_overhead": regularizer_overheads(merged),
               "regularizer_overhead_per_round": per_round}
@@ -737,14 +762,15 @@ def print_report(report: dict[str, Any], preset: str | None = None) -> None:
 
 
 def nyu_sources(root: str | Path | None, depth_only: str | Path | None = None) -> dict[str, Path]:
-    """``{"mat": …, "depth_only": …}`` found under ``root`` (itself or ``root/nyu``); either may be missing."""
+    """``{"mat": …, "depth_only": …}`` found under ``root`` (itself or ``root/nyu``, as the trainer looks for
+    the .mat); either may be missing. A given ``depth_only`` is used instead of searching ``root``."""
     found: dict[str, Path] = {}
     if root is not None:
-        for folder in (Path(root), Path(root) / "nyu"):
-            if "mat" not in found and (folder / "nyu_depth_v2_labeled.mat").is_file():
-                found["mat"] = folder / "nyu_depth_v2_labeled.mat"
-            if "depth_only" not in found and (folder / "depth_only").is_dir():
-                found["depth_only"] = folder / "depth_only"
+        with contextlib.suppress(FileNotFoundError):
+            found["mat"] = nyu_mat_path(DataConfig(root=str(root)))
+        if depth_only is None:
+            candidates = (Path(root) / "depth_only", Path(root) / "nyu" / "depth_only")
+            depth_only = next((folder for folder in candidates if folder.is_dir()), None)
     if depth_only is not None:
         found["depth_only"] = Path(depth_only)
     return found
@@ -799,6 +825,7 @@ def bench_data(root: str | Path | None = None, *, workers: Iterable[int] = (0, 1
     ``root``: a folder holding ``nyu_depth_v2_labeled.mat`` and/or ``depth_only/`` (or ``root/nyu/…``). Without
     it, a synthetic set (``synthetic``: ``write_synthetic_dataset`` keywords) is written to a temporary folder.
     """
+    settings = dict(workers=workers, batch=batch, images=images, limit=limit, progress=progress)
     if root is None and depth_only is None:
         from labelreg.data.synthetic import write_synthetic_dataset
 
@@ -806,23 +833,30 @@ def bench_data(root: str | Path | None = None, *, workers: Iterable[int] = (0, 1
         with tempfile.TemporaryDirectory(prefix="labelreg-bench-") as folder:
             if progress:
                 print(f"[bench] writing synthetic NYUv2 data {options} to {folder} …", file=sys.stderr, flush=True)
-            write_synthetic_dataset(folder, progress=False, **options)
-            report = bench_data(folder, workers=workers, batch=batch, images=images, limit=limit, progress=progress)
-        report["source"] = f"synthetic (written to a temporary folder): {options}"
-        return report
-    sources = nyu_sources(root, depth_only)
-    datasets = nyu_datasets(sources, limit)
-    if not datasets:
-        raise FileNotFoundError(f"no nyu_depth_v2_labeled.mat or depth_only/ under {root} (nor {root}/nyu)")
+            paths = write_synthetic_dataset(folder, progress=False, **options)
+            rows = reader_rows({"mat": paths.nyu_mat, "depth_only": paths.depth_only_dir}, **settings)
+        source: str | dict[str, str] = f"synthetic (written to a temporary folder): {options}"
+    else:
+        sources = nyu_sources(root, depth_only)
+        if not sources:
+            raise FileNotFoundError(f"no {NYU_MAT_NAME} or depth_only/ under {root} (nor {root}/nyu)")
+        rows = reader_rows(sources, **settings)
+        source = {key: str(value) for key, value in sources.items()}
+    return {"machine": machine_info(), "source": source, "data": rows}
+
+
+def reader_rows(sources: dict[str, Path], *, workers: Iterable[int], batch: int, images: int, limit: int | None,
+                progress: bool) -> list[dict[str, Any]]:
+    """One row per reader of ``sources`` and worker count (``bench_loader``'s numbers)."""
     rows = []
-    for name, dataset in datasets.items():
+    for name, dataset in nyu_datasets(sources, limit).items():
         first = dataset[0]["image"]
         for count in workers:
             if progress:
                 print(f"[bench] data: {name}, {count} workers …", file=sys.stderr, flush=True)
             rows.append({"reader": name, "frames": len(dataset), "HxW": f"{first.shape[-2]}x{first.shape[-1]}",
                          **bench_loader(dataset, workers=count, batch=batch, images=images)})
-    return {"machine": machine_info(), "source": {key: str(value) for key, value in sources.items()}, "data": rows}
+    return rows
 
 
 DATA_COLUMNS = ("reader", "HxW", "frames", "workers", "batch", "images", "img/s (steady)", "img/s (incl. start-up)",
@@ -844,8 +878,8 @@ def profile_case(case: Case, steps: int = 3, row_limit: int = 25) -> str:
     from torch.profiler import ProfilerActivity, profile
 
     device = _setup(case)
-    _, runnable, image, label = prepare(case, device)
-    step = train_step_fn(runnable.train(), case, image, label, device)
+    model, runnable, image, label = prepare(case, device)
+    step = train_step_fn(model.train(), case, image, label, device, forward=runnable)
     step()  # warm-up
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities, record_shapes=True) as prof:
