@@ -53,7 +53,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from labelreg.engine import load_checkpoint
+    from labelreg.engine import load_checkpoint, run_directory
     from labelreg.evaluation import evaluate_checkpoint, format_metrics
 
     checkpoint = load_checkpoint(args.checkpoint)
@@ -68,9 +68,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
                     f"{'on' if cfg.depth.eigen_crop else 'off'}; pixel_* = accumulated over all pixels, image_* = "
                     "mean of per-image values; relative errors divided by the ground truth; rmse in metres")
         print(protocol)
-    folder = Path(args.checkpoint).resolve().parent
-    folder = folder.parent if folder.name == "checkpoints" else folder  # the run directory
-    out = Path(args.out) if args.out else folder / f"eval_{split}{'_aux' if args.aux else ''}.json"
+    out = Path(args.out) if args.out else run_directory(args.checkpoint) / f"eval_{split}{'_aux' if args.aux else ''}.json"
     record = {"checkpoint": str(args.checkpoint), "split": split, "metrics": metrics}
     if protocol:
         record["protocol"] = protocol
@@ -110,12 +108,25 @@ def _query_boxes(args: argparse.Namespace, count: int) -> list:
     return given * count if len(given) == 1 else given or [None] * count
 
 
+def _class_query_box(sample: dict, image: str, name: str, names: list[str], dataset: str) -> tuple[int, ...]:
+    """The box of class ``name`` (or its id) in ``sample``: its largest connected region."""
+    from labelreg.introspect import class_box
+
+    if name not in names and not (name.isdigit() and int(name) < len(names)):
+        raise ConfigError(f"--class {name!r}: not a class of {dataset} ({', '.join(names)})")
+    class_id = names.index(name) if name in names else int(name)
+    if not bool((sample["label"] == class_id).any()):
+        present = [names[i] for i in sample["label"].unique().tolist() if i < len(names)]
+        raise ConfigError(f"--class {name!r} does not occur in image {image}; it shows {', '.join(present)}")
+    return class_box(sample["label"], class_id)
+
+
 def cmd_query(args: argparse.Namespace) -> None:
     """Nearest regions in label space (thesis §5.4.3): table on stdout, JSON and a picture grid."""
     from labelreg.data.build import build_dataset, dataset_class_names, dataset_num_classes
-    from labelreg.engine import load_checkpoint, resolve_device
-    from labelreg.introspect import (class_box, find_sample, image_source, label_source, open_index, query_figure,
-                                     run_directory, run_query)
+    from labelreg.engine import load_checkpoint, resolve_device, run_directory
+    from labelreg.introspect import (find_sample, image_source, index_description, label_source, open_index,
+                                     query_figure, run_query)
 
     if not (args.autoencoder or args.segmenter):
         raise ConfigError("give --autoencoder CKPT (query from label maps) or --segmenter CKPT (query from images)")
@@ -142,27 +153,22 @@ def cmd_query(args: argparse.Namespace) -> None:
     sources = {kind: (label_source(checkpoints[kind], device, num_classes) if kind == "labels"
                       else image_source(checkpoints[kind], device, num_classes))
                for kind in {query_kind, reference_kind}}
-    boxes = _query_boxes(args, len(args.image))
-    for name in args.class_name or []:  # before the index is built, which can take minutes
-        if name not in names and not (name.isdigit() and int(name) < num_classes):
-            raise ConfigError(f"--class {name!r}: not a class of {cfg.data.dataset} ({', '.join(names)})")
+    # every query is checked before the index is built, which can take minutes
     samples = [find_sample(queries, image)[1] for image in args.image]
-    description = f"{cfg.data.dataset}:{Path(cfg.data.root).resolve()}:{args.reference_split}:{args.reference_limit}"
+    boxes = []
+    for image, sample, box in zip(args.image, samples, _query_boxes(args, len(args.image))):
+        if box is None:
+            box = (0, 0, *sample["image"].shape[-2:])
+        elif box[0] == "class":
+            box = _class_query_box(sample, image, box[1], names, cfg.data.dataset)
+        boxes.append(box)
+    description = index_description(cfg.data, args.reference_split, args.reference_limit)
     index = open_index(sources[reference_kind], reference, checkpoints[reference_kind], description=description,
                        folder=args.index, rebuild=args.rebuild, dtype=args.index_dtype)
     print(f"index: {index.path} ({len(index.images)} images, {index.num_cells} cells × {index.channels}, "
           f"{reference_kind} features)")
     results = []
-    for image, sample, box in zip(args.image, samples, boxes):
-        if box is None:
-            box = (0, 0, *sample["image"].shape[-2:])
-        elif box[0] == "class":
-            name = box[1]
-            class_id = names.index(name) if name in names else int(name)
-            if not bool((sample["label"] == class_id).any()):
-                present = [names[i] for i in sample["label"].unique().tolist() if i < num_classes]
-                raise ConfigError(f"--class {name!r} does not occur in image {image}; it shows {', '.join(present)}")
-            box = class_box(sample["label"], class_id)
+    for sample, box in zip(samples, boxes):
         result = run_query(index, sources[query_kind], sample, box, k=args.k, metric=args.metric,
                            pooling=args.pooling, exclude_self=not args.include_self, device=device)
         print(result.table())

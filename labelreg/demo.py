@@ -116,7 +116,8 @@ BORING_CLASSES = {"background", "wall", "floor", "ceiling", "otherstructure", "o
 
 def _query_stage(ae_cfg: Config, reg_cfg: Config, out: Path) -> tuple[Path, list[dict]]:
     """Two queries for the same region of the first training image: from its labels, from its pixels."""
-    from labelreg.introspect import class_box, image_source, label_source, open_index, query_figure, run_query
+    from labelreg.introspect import (class_box, image_source, index_description, label_source, open_index,
+                                     query_figure, run_query)
 
     device = resolve_device(ae_cfg.train.device)
     queries = build_dataset(ae_cfg.data, ae_cfg.data.train_split)
@@ -127,7 +128,7 @@ def _query_stage(ae_cfg: Config, reg_cfg: Config, out: Path) -> tuple[Path, list
     ranked = [c for c in counts.argsort(descending=True).tolist() if counts[c] > 0]
     chosen = next((c for c in ranked if names[c] not in BORING_CLASSES), ranked[0])
     box = class_box(sample["label"], chosen)
-    description = f"demo:{ae_cfg.data.root}:{ae_cfg.data.val_split}"
+    description = index_description(ae_cfg.data, ae_cfg.data.val_split)
     results = []
     for checkpoint, source in ((ae_cfg.run_dir / "checkpoints" / "best.pt", label_source),
                                (reg_cfg.run_dir / "checkpoints" / "best.pt", image_source)):

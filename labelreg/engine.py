@@ -158,6 +158,12 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         temporary.unlink(missing_ok=True)
 
 
+def run_directory(checkpoint_path: str | Path) -> Path:
+    """``runs/x/checkpoints/best.pt`` → ``runs/x`` (a loose checkpoint: its folder)."""
+    folder = Path(checkpoint_path).resolve().parent
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():

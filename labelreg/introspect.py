@@ -21,7 +21,7 @@ The index is a folder: ``features.bin`` (all cells, row-major per image, cells �
 float32 or float16, read through ``numpy.memmap``) and ``index.json`` (per-image offsets,
 grid and image sizes, what produced the features). It is written chunk by chunk, so the
 1,449-image VOC validation set (1.1 M cells: 570 MB in float32 at 128 channels, 285 MB in
-float16) never has to fit in memory, and the search reads it back in chunks too.
+float16) never has to fit in memory, and the search reads it back one image at a time.
 """
 from __future__ import annotations
 
@@ -40,7 +40,9 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from labelreg.config import DataConfig
 from labelreg.data.palette import IGNORE_INDEX
+from labelreg.engine import run_directory
 from labelreg.models.autoencoder import DOWNSAMPLING, LabelAutoencoder, one_hot_labels
 
 CELL = DOWNSAMPLING  # pixels per bottleneck cell
@@ -149,25 +151,25 @@ class ImageFeatures:
     kind = "images"
 
     def __init__(self, model: nn.Module, device: torch.device, *, name: str = "segmenter") -> None:
-        from labelreg.data.transforms import JointAugment
-
         self.model, self.device, self.name = model.to(device).eval(), device, name
-        self.prepare = JointAugment(None, train=False)  # normalisation only: pixels must keep their cells
 
     @torch.inference_mode()
+    def _outputs(self, sample: dict) -> dict[str, torch.Tensor]:
+        from labelreg.data.transforms import normalize
+
+        # normalisation only, no resizing: pixels must keep their cells
+        return self.model(normalize(sample["image"][None].to(self.device)))
+
     def __call__(self, sample: dict) -> torch.Tensor:
-        batch = self.prepare({"image": sample["image"][None].to(self.device)})
-        code = self.model(batch["image"])["aux_code"][0].float()
+        code = self._outputs(sample)["aux_code"][0].float()
         rows, cols = grid_shape(*sample["image"].shape[-2:])
         if tuple(code.shape[-2:]) != (rows, cols):
             raise RuntimeError(f"the segmenter's aux_code is {tuple(code.shape[-2:])}, expected {(rows, cols)} cells")
         return code
 
-    @torch.inference_mode()
     def predict(self, sample: dict) -> torch.Tensor:
         """The segmenter's predicted label map (H×W, int64) — what the query's features were read from."""
-        batch = self.prepare({"image": sample["image"][None].to(self.device)})
-        return self.model(batch["image"])["seg"][0].argmax(0).cpu()
+        return self._outputs(sample)["seg"][0].argmax(0).cpu()
 
 
 FeatureSource = Callable[[dict], torch.Tensor]
@@ -241,7 +243,7 @@ class RegionIndex:
         return index
 
     def search(self, query: torch.Tensor, *, k: int = 2, metric: str = "cosine", pooling: str = "concat",
-               exclude_ids: Iterable[str] = (), per_image: int | None = 1, chunk_images: int = 256,
+               exclude_ids: Iterable[str] = (), per_image: int | None = 1,
                device: torch.device | str = "cpu") -> list[Match]:
         """The ``k`` nearest regions of the query's size (K×bh×bw features) over the whole index.
 
@@ -258,20 +260,18 @@ class RegionIndex:
         query = query.float().to(device)
         candidates: list[Match] = []
         array = self.features()
-        for start in range(0, len(self.images), chunk_images):
-            for position in range(start, min(start + chunk_images, len(self.images))):
-                entry = self.images[position]
-                if entry.id in excluded or entry.rows < query.shape[1] or entry.cols < query.shape[2]:
-                    continue
-                distances = window_distances(self.image_features(position, array).to(device), query, metric, pooling)
-                count = distances.numel() if per_image is None else min(per_image, distances.numel())
-                values, flat = torch.topk(distances.flatten(), min(count, k), largest=False)
-                for value, where in zip(values.tolist(), flat.tolist()):
-                    r0, c0 = divmod(where, distances.shape[1])
-                    cells = Cells(r0, c0, r0 + query.shape[1], c0 + query.shape[2])
-                    candidates.append(Match(entry.id, position, cells,
-                                            cells_to_pixel_box(cells, (entry.height, entry.width)), value))
-            candidates = sorted(candidates, key=lambda match: match.distance)[:k]  # bounded memory
+        for position, entry in enumerate(self.images):  # one image's features in memory at a time
+            if entry.id in excluded or entry.rows < query.shape[1] or entry.cols < query.shape[2]:
+                continue
+            distances = window_distances(self.image_features(position, array).to(device), query, metric, pooling)
+            count = distances.numel() if per_image is None else min(per_image, distances.numel())
+            values, flat = torch.topk(distances.flatten(), min(count, k), largest=False)
+            for value, where in zip(values.tolist(), flat.tolist()):
+                r0, c0 = divmod(where, distances.shape[1])
+                cells = Cells(r0, c0, r0 + query.shape[1], c0 + query.shape[2])
+                candidates.append(Match(entry.id, position, cells,
+                                        cells_to_pixel_box(cells, (entry.height, entry.width)), value))
+            candidates = sorted(candidates, key=lambda match: match.distance)[:k]
         return candidates
 
 
@@ -441,27 +441,17 @@ def query_figure(results: Sequence[tuple[QueryResult, dict]], reference: Dataset
 
 
 # ---------------------------------------------------------------------------- from checkpoints
-def run_directory(checkpoint_path: str | Path) -> Path:
-    """``runs/x/checkpoints/best.pt`` → ``runs/x`` (a loose checkpoint: its folder)."""
-    folder = Path(checkpoint_path).resolve().parent
-    return folder.parent if folder.name == "checkpoints" else folder
-
-
 def label_source(checkpoint_path: str | Path, device: torch.device, num_classes: int | None = None) -> LabelFeatures:
     """The encoder of a ``train-ae`` checkpoint as a feature source."""
     from labelreg.config import ConfigError, config_from_dict
     from labelreg.engine import load_checkpoint
-    from labelreg.train_ae import build_autoencoder
+    from labelreg.train_ae import autoencoder_from_checkpoint
 
     checkpoint = load_checkpoint(checkpoint_path)
     cfg = config_from_dict(checkpoint["config"])
     if cfg.task != "autoencoder":
         raise ConfigError(f"{checkpoint_path} is a {cfg.task!r} checkpoint; --autoencoder takes a train-ae checkpoint")
-    stored = checkpoint["model"]["decoder.classifier.bias"].shape[0]
-    if num_classes is not None and stored != num_classes:
-        raise ConfigError(f"{checkpoint_path} encodes {stored} classes but the data set has {num_classes}")
-    model = build_autoencoder(cfg, stored)
-    model.load_state_dict(checkpoint["model"])
+    model = autoencoder_from_checkpoint(checkpoint, str(checkpoint_path), num_classes)
     return LabelFeatures(model, device, name=str(checkpoint_path))
 
 
@@ -479,6 +469,12 @@ def image_source(checkpoint_path: str | Path, device: torch.device, num_classes:
                           f", regularizer.kind={cfg.regularizer.kind!r}")
     model = segmenter_from_checkpoint(cfg, checkpoint, num_classes, with_regularizer=True)
     return ImageFeatures(model, device, name=str(checkpoint_path))
+
+
+def index_description(data: DataConfig, split: str, limit: int | None = None) -> str:
+    """What an index was built from, for its fingerprint: the same for the CLI, the demo and notebooks,
+    so one index serves them all."""
+    return f"{data.dataset}:{Path(data.root).resolve()}:{split}:{limit}:canvas={data.canvas}"
 
 
 def open_index(source: LabelFeatures | ImageFeatures, dataset: Dataset, checkpoint_path: str | Path, *,

@@ -42,6 +42,19 @@ def build_autoencoder(cfg: Config, num_classes: int) -> LabelAutoencoder:
     return LabelAutoencoder(num_classes, cfg.model.variant)
 
 
+def autoencoder_from_checkpoint(checkpoint: dict, source: str, num_classes: int | None = None,
+                                default_variant: str = "128") -> LabelAutoencoder:
+    """The phase-one autoencoder in a loaded ``train-ae`` checkpoint: class count from its weights,
+    variant from its config. ``source`` names the file in errors."""
+    stored = checkpoint["model"]["decoder.classifier.weight"].shape[0]
+    if num_classes is not None and stored != num_classes:
+        raise ConfigError(f"{source} was trained on {stored} classes, the data set has {num_classes}")
+    variant = checkpoint.get("config", {}).get("model", {}).get("variant", default_variant)
+    autoencoder = LabelAutoencoder(stored, variant)
+    autoencoder.load_state_dict(checkpoint["model"])
+    return autoencoder
+
+
 def reconstruction_panels(model: LabelAutoencoder, batch: Batch, count: int) -> list[list[np.ndarray]]:
     """Rows of [input labels, reconstruction] panels for the first ``count`` samples."""
     outputs = autoencoder_forward(model, batch)

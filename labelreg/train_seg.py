@@ -20,6 +20,7 @@ from labelreg.inference import predict_probabilities
 from labelreg.losses import class_frequencies, inverse_frequency_weights, masked_cross_entropy, masked_one_hot_mse
 from labelreg.models import MODELS, LabelAutoencoder, build_segmenter
 from labelreg.models.regularizer import DecoderRegularized, EncoderRegularized, aux_target, plain_segmenter_state
+from labelreg.train_ae import autoencoder_from_checkpoint
 from labelreg.viz import image_grid, label_image, to_uint8_image
 
 REGULARIZERS = ("none", "decoder", "encoder")
@@ -57,14 +58,8 @@ def load_autoencoder(cfg: Config, num_classes: int) -> LabelAutoencoder:
         return LabelAutoencoder(num_classes, reg.variant)
     if not reg.autoencoder:
         raise ConfigError("regularizer.autoencoder must name a phase-one checkpoint (or set regularizer.random_init)")
-    checkpoint = load_checkpoint(reg.autoencoder)
-    stored = checkpoint.get("config", {}).get("model", {})
-    autoencoder = LabelAutoencoder(checkpoint["model"]["decoder.classifier.weight"].shape[0],
-                                   stored.get("variant", reg.variant))
-    if autoencoder.num_classes != num_classes:
-        raise ConfigError(f"regularizer.autoencoder {reg.autoencoder} was trained on {autoencoder.num_classes} classes, "
-                          f"the data set has {num_classes}")
-    autoencoder.load_state_dict(checkpoint["model"])
+    autoencoder = autoencoder_from_checkpoint(load_checkpoint(reg.autoencoder),
+                                              f"regularizer.autoencoder {reg.autoencoder}", num_classes, reg.variant)
     reg.variant = autoencoder.variant  # recorded in the run's config, so evaluation can rebuild the branch
     return autoencoder
 

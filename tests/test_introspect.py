@@ -26,7 +26,7 @@ def test_cell_boxes_round_trip_through_pixels(size):
         for c0, c1 in itertools.combinations(range(cols + 1), 2):
             cells = Cells(r0, c0, r1, c1)
             box = cells_to_pixel_box(cells, size)
-            assert box[2] <= size[0] and box[3] <= size[1]
+            assert box == (16 * r0, 16 * c0, min(16 * r1, size[0]), min(16 * c1, size[1]))  # the last cell is partial
             assert pixel_box_to_cells(box, size) == cells
 
 
@@ -156,7 +156,10 @@ def test_query_figure_api(tmp_path):
     source = LabelFeatures(random_autoencoder(), torch.device("cpu"))
     index = build_index(source, reference, tmp_path / "index", progress=False)
     result = run_query(index, source, reference[0], (16, 0, 64, 48), k=2)
-    assert "distance" in result.table() and json.dumps(result.as_dict())
+    lines = result.table().splitlines()
+    assert len(lines) == 2 + len(result.matches) == 4  # query line, column header, one row per match
+    assert lines[2].split()[1] == result.matches[0].image_id
+    assert json.loads(json.dumps(result.as_dict())) == result.as_dict()
     path = query_figure([(result, reference[0]), (result, reference[1])], reference, tmp_path / "grid.png")
     from PIL import Image
 
@@ -208,11 +211,13 @@ def test_cli_queries_from_labels_and_from_images_on_a_voc_layout(tiny_synthetic,
     assert main(["query", "--autoencoder", str(ae_path), "--image", train_ids[0], "--box", "16,16,48,64",
                  "--k", "2", "--json", str(out / "labels.json"), "--figure", str(out / "labels.png")]) == 0
     printed = capsys.readouterr().out
-    assert "rank" in printed and "distance" in printed and (out / "labels.png").is_file()
+    assert (out / "labels.png").is_file()
     record = json.loads((out / "labels.json").read_text())
     assert record["reference_split"] == "val" and record["reference_from"] == "labels"
     matches = record["results"][0]["matches"]
     assert len(matches) == 2 and matches[0]["distance"] <= matches[1]["distance"]
+    ranked = [line.split() for line in printed.splitlines() if line.strip().startswith(("1 ", "2 "))]
+    assert [(row[1], float(row[3])) for row in ranked] == [(m["image_id"], round(m["distance"], 4)) for m in matches]
     assert record["results"][0]["box"] == [16, 16, 48, 64] and record["results"][0]["cells"] == [1, 1, 3, 4]
     assert list((ae_path.parents[1] / "index").glob("labels-*/index.json"))  # kept next to the checkpoint
 

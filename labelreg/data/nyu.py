@@ -101,6 +101,10 @@ def _valid_depth(depth: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(0)).astype(np.float32)
 
 
+def _image_id(mat_index: int) -> str:
+    return f"nyu_{mat_index + 1:04d}"  # 1-based, like MATLAB
+
+
 class NYUv2Labeled(Dataset):
     """The 1449 densely labeled NYUv2 frames, 40-class labels, depth in metres.
 
@@ -192,7 +196,7 @@ class NYUv2Labeled(Dataset):
     @property
     def ids(self) -> list[str]:
         """Image ids in split order (``nyu_0001`` = the first image of the .mat, 1-based like MATLAB)."""
-        return [f"nyu_{int(i) + 1:04d}" for i in self.mat_indices]
+        return [_image_id(int(i)) for i in self.mat_indices]
 
     def __getitem__(self, index: int) -> Sample:
         if not -len(self) <= index < len(self):
@@ -215,7 +219,7 @@ class NYUv2Labeled(Dataset):
             "depth": torch.from_numpy(depth),
             "labeled": True,
             "index": index,
-            "name": f"nyu_{i + 1:04d}",
+            "name": _image_id(i),
         }
         return self.transform(sample) if self.transform else sample
 
