@@ -7,7 +7,8 @@ import torch
 
 from labelreg.config import ConfigError, load_config
 from labelreg.models.backbones import build_backbone
-from labelreg.weak.features import (ChannelStats, ZoomOutExtractor, build_extractor, standardize, unit_norm)
+from labelreg.weak.features import (ChannelStats, ZoomOutExtractor, build_extractor, label_to_grid, standardize,
+                                    unit_norm)
 from labelreg.weak.store import FeatureStore, extract_features, split_dataset
 from labelreg.weak.tags import tags_from_label
 
@@ -34,6 +35,11 @@ def test_extractor_resizes_taps_to_a_quarter():
     assert maps.shape == (2, 24 + 48 + 48, 13, 17) and scene.shape == (2, 48)  # ⌈50/4⌉ × ⌈66/4⌉
     plain = build_extractor(backbone="densenet67", backbone_options=TINY, global_feature=False)
     assert plain(torch.randn(1, 3, 32, 32))[1] is None and plain.global_dim == 0
+
+
+def test_grid_labels_are_read_at_cell_centres():
+    label = torch.arange(12).repeat(6, 1)  # value = column, 12 columns → 4 cells of 3 pixels
+    assert label_to_grid(label, (2, 4))[0].tolist() == [1, 4, 7, 10]  # the middle column of each cell
 
 
 def test_channel_stats_do_not_depend_on_batching():

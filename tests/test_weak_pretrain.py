@@ -14,7 +14,7 @@ from labelreg.weak.cli import register
 from labelreg.weak.features import build_extractor
 from labelreg.weak.pipeline import check_config, make_log, step_features, step_pretrain
 from labelreg.weak.pretrain import TagClassifier, average_precision
-from labelreg.weak.store import FeatureStore, file_digest, pretrained_backbone_path
+from labelreg.weak.store import FeatureStore, file_digest, pretrained_backbone_path, signature
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo" / "weak-tiny_synth-voc.yaml"
 TINY = {"growth_rate": 12, "block_config": [2, 2, 2, 2], "stem_channels": [16, 16, 24]}
@@ -85,9 +85,9 @@ def test_pretrain_writes_weights_that_the_features_use_and_key_the_cache(tiny_sy
     with pytest.raises(ConfigError, match="weights.sha256"):
         FeatureStore(other, "train")
 
-    # with pretraining off, the features are the random-init ones again and ignore backbone.pt
-    assert "weights.sha256" not in json.loads((tmp_path / "plain" / "features" / "train.json").read_text())[
-        "signature"]
+    # with pretraining off, the features are the random-init ones again: the run's backbone.pt is ignored
+    off = config(tiny_synthetic.root, tmp_path, "pre", "weak.pretrain_epochs=0")
+    assert pretrained_backbone_path(off).is_file() and "weights.sha256" not in signature(off)
 
 
 def test_run_pretrains_first_only_when_asked(tiny_synthetic, tmp_path):

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from labelreg.weak.tags import tag_matrix, tags_from_label
-from labelreg.weak.train import (PointHead, evaluate, fit_points, masked_cross_entropy, point_accuracy,
-                                 points_to_target)
+from labelreg.weak.localization import LocalizationNet
+from labelreg.weak.train import (PointHead, evaluate, fit_points, load_head, masked_cross_entropy, point_accuracy,
+                                 points_to_target, save_head)
 
 POINTS = np.array([[0, 1, 3], [2, 2, 0], [3, 0, 5]])  # (y, x, class) on a 4×5 grid
 
@@ -61,6 +62,19 @@ def test_void_and_empty_masks():
     loss = masked_cross_entropy(logits, target)
     loss.backward()
     assert loss.item() == 0.0 and torch.count_nonzero(logits.grad) == 0
+
+
+def test_saved_head_loads_back_and_localization_nets_share_its_layers(tmp_path):
+    torch.manual_seed(3)
+    maps = torch.randn(1, 5, 2, 3)
+    for hidden in (0, 4):
+        head = PointHead(5, 3, hidden=hidden)
+        loaded = load_head(save_head(tmp_path / "new" / f"head_{hidden}.pt", head, sampler="diverse"))
+        assert torch.equal(loaded(maps), head(maps)) and not loaded.training and loaded.hidden == hidden
+    net = LocalizationNet(5, hidden=4)
+    two = PointHead(5, 2, hidden=4)
+    two.load_state_dict(net.state_dict())  # same layer names: stored nets load either way
+    assert torch.equal(two(maps), net(maps))
 
 
 class FakeStore:

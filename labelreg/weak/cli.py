@@ -40,8 +40,7 @@ def cmd_weak(args: argparse.Namespace) -> None:
     from labelreg.config import load_config
     from labelreg.weak import pipeline
 
-    cfg = load_config(args.config, args.overrides)
-    pipeline.check_config(cfg)
+    cfg = load_config(args.config, args.overrides)  # every step checks it before writing anything
     progress = not args.no_progress
     log = pipeline.make_log(cfg)
     if args.step == "pretrain":

@@ -33,7 +33,7 @@ from labelreg.weak.figure import points_figure, predictions_figure
 from labelreg.weak.localization import load_localizers, sampling_scores
 from labelreg.weak.pipeline import load_points, make_log, points_path, run_all, step_sample, step_train
 from labelreg.weak.store import FeatureStore, split_dataset
-from labelreg.weak.train import PointHead
+from labelreg.weak.train import load_head
 
 DEMO_WEAK_CONFIG = Path(labelreg.__file__).resolve().parents[1] / "configs" / "demo" / "weak-tiny_synth-voc.yaml"
 COMPARED_SAMPLERS = ("topk", "spatial", "dense")  # Table 4.3, beside the configured "diverse"
@@ -82,15 +82,10 @@ def _prediction_rows(cfg: Config, count: int) -> list[dict]:
     """The first ``count`` validation images with the point-supervised and dense heads' predictions."""
     store = FeatureStore(cfg, "val")
     dataset = split_dataset(cfg, "val")
-    heads = {}
-    for title, name in ((f"points ({cfg.weak.sampler})", f"head_points_{cfg.weak.sampler}.pt"),
-                        ("dense labels", "head_dense.pt")):
-        path = cfg.run_dir / name
-        if path.is_file():
-            stored = torch.load(path, weights_only=True)
-            head = PointHead(stored["in_channels"], stored["num_classes"], hidden=stored["hidden"])
-            head.load_state_dict(stored["state_dict"])
-            heads[title] = head.eval()
+    heads = {title: load_head(cfg.run_dir / name)
+             for title, name in ((f"points ({cfg.weak.sampler})", f"head_points_{cfg.weak.sampler}.pt"),
+                                 ("dense labels", "head_dense.pt"))
+             if (cfg.run_dir / name).is_file()}
     rows = []
     for i in range(min(count, len(store))):
         sample = dataset[i]

@@ -111,10 +111,14 @@ def prepare_image(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 def label_to_grid(label: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
-    """H×W int labels → grid-sized labels (nearest: a grid cell takes the label under its centre)."""
+    """H×W int labels → grid-sized labels (nearest: a grid cell takes the label under its centre).
+
+    "nearest-exact", not "nearest": plain nearest takes a cell's top-left pixel, half a cell off the centres
+    where the features are read and where the figures draw points (as in ``labelreg.data.transforms``).
+    """
     if int(label.max()) > 255 or int(label.min()) < 0:
         raise ValueError(f"label ids must lie in 0..255 (255 = void), got {int(label.min())}..{int(label.max())}")
-    out = F.interpolate(label[None, None].float(), size=tuple(grid), mode="nearest")
+    out = F.interpolate(label[None, None].float(), size=tuple(grid), mode="nearest-exact")
     return out[0, 0].to(torch.uint8)
 
 

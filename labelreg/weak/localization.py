@@ -29,28 +29,25 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 from labelreg.config import ConfigError
+from labelreg.engine import load_checkpoint, save_checkpoint
+from labelreg.weak.train import PointHead
 
 LOSSES = ("global_softmax", "pixel_softmax")
 
 
-class LocalizationNet(nn.Module):
+class LocalizationNet(PointHead):
     """1×1 conv D→hidden, ReLU, 1×1 conv hidden→2 (§4.4.1: hidden = 1024).
 
     ``forward``: B×D×h×w features → B×2×h×w scores; channel 0 is S (foreground),
-    channel 1 is S̄ (background for this class).
+    channel 1 is S̄ (background for this class). The segmentation head with two outputs,
+    so both share layer names and stored state dicts.
     """
 
     def __init__(self, in_channels: int, *, hidden: int = 1024) -> None:
-        super().__init__()
-        self.in_channels, self.hidden = in_channels, hidden
-        self.body = nn.Sequential(nn.Conv2d(in_channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, 2, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+        super().__init__(in_channels, 2, hidden=hidden)
 
 
 def image_log_probs(scores: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,9 +153,8 @@ def net_path(folder: Path, c: int) -> Path:
 
 def save_localizer(folder: Path, net: LocalizationNet, record: dict) -> Path:
     path = net_path(folder, record["class"])
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().cpu() for key, value in net.state_dict().items()}  # loadable without a GPU
-    torch.save({"state_dict": state, "record": record}, path)
+    save_checkpoint(path, {"state_dict": state, "record": record})
     return path
 
 
@@ -170,7 +166,7 @@ def load_localizers(folder: Path, *, in_channels: int | None = None) -> dict[int
         raise FileNotFoundError(f"no localization nets (class_XX.pt) in {folder}: run `labelreg weak localize` first")
     nets = {}
     for path in paths:
-        stored = torch.load(path, map_location="cpu", weights_only=True)
+        stored = load_checkpoint(path)
         record = stored["record"]
         if in_channels is not None and record["in_channels"] != in_channels:
             raise ValueError(f"{path} was trained on {record['in_channels']}-d features, the features now have "

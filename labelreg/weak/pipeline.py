@@ -27,15 +27,16 @@ from tqdm import tqdm
 from labelreg.config import Config, ConfigError, save_config
 from labelreg.engine import resolve_device, seed_everything
 from labelreg.weak.features import unit_norm
-from labelreg.weak.localization import (image_log_probs, load_localizers, sampling_scores, save_localizer,
-                                        train_localizer, write_summary)
+from labelreg.weak.localization import (LocalizationNet, image_log_probs, load_localizers, sampling_scores,
+                                        save_localizer, train_localizer, write_summary)
 from labelreg.weak.pretrain import HEADS as PRETRAIN_HEADS
 from labelreg.weak.pretrain import POOLS as PRETRAIN_POOLS
-from labelreg.weak.pretrain import pretrain_backbone
+from labelreg.weak.pretrain import percent, pretrain_backbone
 from labelreg.weak.sampling import STRATEGIES, sample_points
 from labelreg.weak.store import FeatureStore, extract_features, split_dataset
 from labelreg.weak.tags import tag_matrix
-from labelreg.weak.train import PointHead, evaluate, fit_dense, fit_points, gather_points, point_accuracy
+from labelreg.weak.train import (PointHead, evaluate, fit_dense, fit_points, gather_points, point_accuracy,
+                                 save_head)
 
 Log = Callable[[str], None]
 
@@ -43,11 +44,11 @@ Log = Callable[[str], None]
 def make_log(cfg: Config, *, echo: bool = True) -> Log:
     """Print (optionally) and append to ``<run_dir>/weak.log`` with a timestamp."""
     path = cfg.run_dir / "weak.log"
-    path.parent.mkdir(parents=True, exist_ok=True)
 
     def log(message: str) -> None:
         if echo:
             print(message)
+        path.parent.mkdir(parents=True, exist_ok=True)  # on first use: a config that fails its check writes nothing
         with path.open("a") as handle:
             handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
     return log
@@ -120,26 +121,27 @@ def step_features(cfg: Config, *, log: Log | None = None, progress: bool = True)
     return summary
 
 
-def _validation_rates(nets: dict, store: FeatureStore, kind: str, device: torch.device,
+def _validation_rates(nets: dict[int, LocalizationNet], store: FeatureStore, kind: str, device: torch.device,
                       batch: int = 8) -> dict[int, dict]:
-    """Image-level classification on the validation split: recall on tagged images, specificity on the rest."""
+    """Image-level classification on the validation split: recall on tagged images, specificity on the rest.
+
+    All ``nets`` share one pass over the split: with ``weak.cache: false`` every pass reruns the backbone.
+    """
     tags = tag_matrix(store.tags, store.num_classes)
     said = {c: [] for c in nets}
+    for net in nets.values():
+        net.to(device)
     with torch.no_grad():
         for start in range(0, len(store), batch):
             maps = store.zoomout(list(range(start, min(start + batch, len(store))))).to(device)
-            for c, (net, _) in nets.items():
-                said[c].append((image_log_probs(net.to(device)(maps), kind)[0] > np.log(0.5)).cpu().numpy())
+            for c, net in nets.items():
+                said[c].append((image_log_probs(net(maps), kind)[0] > np.log(0.5)).cpu().numpy())
     rates = {}
     for c, parts in said.items():
         yes, truth = np.concatenate(parts), tags[:, c]
         rates[c] = {"val_recall": float(yes[truth].mean()) if truth.any() else None,
                     "val_specificity": float((~yes[~truth]).mean()) if (~truth).any() else None}
     return rates
-
-
-def _percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def step_localize(cfg: Config, *, classes: Sequence[int] | None = None, log: Log | None = None,
@@ -158,7 +160,8 @@ def step_localize(cfg: Config, *, classes: Sequence[int] | None = None, log: Log
         raise ValueError(f"classes {missing} ({', '.join(store.class_names[c] for c in missing)}) are not tagged in "
                          f"any training image of {cfg.data.train_split}; they cannot be localized")
     folder = cfg.run_dir / "localization"
-    val = FeatureStore(cfg, "val", device=device)
+    val = FeatureStore(cfg, "val", device=device)  # before training: missing or stale features fail early
+    trained: dict[int, tuple[LocalizationNet, dict]] = {}
     for c in chosen:
         net, record = train_localizer(
             store.zoomout, tags, c, in_channels=store.dim, hidden=cfg.weak.loc_hidden, loss=cfg.weak.loc_loss,
@@ -166,13 +169,18 @@ def step_localize(cfg: Config, *, classes: Sequence[int] | None = None, log: Log
             gamma=cfg.weak.loc_gamma, batch_size=cfg.weak.loc_batch_size, seed=cfg.train.seed, device=device,
             progress=progress)
         record["name"] = store.class_names[c]
-        record.update(_validation_rates({c: (net, record)}, val, cfg.weak.loc_loss, device,
-                                        cfg.weak.feature_batch_size)[c])
+        # saved now so a failure in a later class keeps this one; saved again below with its validation rates
+        save_localizer(folder, net, {**record, "val_recall": None, "val_specificity": None})
+        trained[c] = (net, record)
+    rates = _validation_rates({c: net for c, (net, _) in trained.items()}, val, cfg.weak.loc_loss, device,
+                              cfg.weak.feature_batch_size)
+    for c, (net, record) in trained.items():
+        record.update(rates[c])
         save_localizer(folder, net, record)
         last = record["history"][-1]
         log(f"localize: class {c} ({record['name']}): {record['positives']} positives, {record['negatives']} "
             f"negatives, final loss {last['loss']:.4f}, training accuracy {last['accuracy']:.3f}, validation "
-            f"recall {_percent(record['val_recall'])}, specificity {_percent(record['val_specificity'])}")
+            f"recall {percent(record['val_recall'])}, specificity {percent(record['val_specificity'])}")
     records = {c: record for c, (_, record) in load_localizers(folder, in_channels=store.dim).items()}
     write_summary(folder, records)
     summary = {"trained": chosen, "available": sorted(records), "loss": cfg.weak.loc_loss,
@@ -192,6 +200,8 @@ def step_sample(cfg: Config, *, log: Log | None = None, progress: bool = True) -
     log, device, started = _start(cfg, "sample", log)
     store = FeatureStore(cfg, "train", device=device)
     nets = load_localizers(cfg.run_dir / "localization", in_channels=store.dim)
+    for net, _ in nets.values():
+        net.to(device)
     kinds = {record["loss"] for _, record in nets.values()}
     if len(kinds) != 1:
         raise ValueError(f"{cfg.run_dir / 'localization'} mixes nets trained with {sorted(kinds)}; retrain them alike")
@@ -208,7 +218,7 @@ def step_sample(cfg: Config, *, log: Log | None = None, progress: bool = True) -
             z = unit_norm(maps)  # only "diverse" reads the features, but every sampler needs the grid
             for row, i in enumerate(indices):
                 present = [c for c in store.tags[i] if c in nets]
-                scores = {c: sampling_scores(nets[c][0].to(device)(maps[row:row + 1]), kind)[0] for c in present}
+                scores = {c: sampling_scores(nets[c][0](maps[row:row + 1]), kind)[0] for c in present}
                 points.append(sample_points(cfg.weak.sampler, scores, z[row], k=cfg.weak.k,
                                             background_k=cfg.weak.background_k, sigma=cfg.weak.spatial_sigma,
                                             threshold=cfg.weak.dense_threshold))
@@ -264,9 +274,7 @@ def step_train(cfg: Config, *, dense: bool | None = None, log: Log | None = None
                          progress=progress)
     fit_seconds = time.perf_counter() - began  # the thesis' "less than 3 minutes" is this part
     result = evaluate(head, val, label, batch_images=weak.feature_batch_size, device=device, progress=progress)
-    torch.save({"state_dict": head.cpu().state_dict(), "in_channels": head.in_channels, "hidden": head.hidden,
-                "num_classes": head.num_classes, "sampler": weak.sampler},
-               cfg.run_dir / f"head_points_{weak.sampler}.pt")
+    save_head(cfg.run_dir / f"head_points_{weak.sampler}.pt", head, sampler=weak.sampler)
     summary: dict[str, Any] = {f"points_{weak.sampler}": {
         "miou": result["miou"], "pixel_acc": result["pixel_acc"], "mean_class_acc": result["mean_class_acc"],
         "per_class_iou": result["per_class_iou"], "points": int(len(classes)),
@@ -283,8 +291,7 @@ def step_train(cfg: Config, *, dense: bool | None = None, log: Log | None = None
         dense_seconds = time.perf_counter() - began
         dense_result = evaluate(full, val, label, batch_images=weak.feature_batch_size, device=device,
                                 progress=progress)
-        torch.save({"state_dict": full.cpu().state_dict(), "in_channels": full.in_channels, "hidden": full.hidden,
-                    "num_classes": full.num_classes, "sampler": None}, cfg.run_dir / "head_dense.pt")
+        save_head(cfg.run_dir / "head_dense.pt", full, sampler=None)
         summary["dense"] = {"miou": dense_result["miou"], "pixel_acc": dense_result["pixel_acc"],
                             "mean_class_acc": dense_result["mean_class_acc"],
                             "per_class_iou": dense_result["per_class_iou"], "history": dense_history,

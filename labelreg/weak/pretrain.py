@@ -49,9 +49,10 @@ from tqdm import tqdm
 from labelreg.config import Config, ConfigError
 from labelreg.data.build import dataset_class_names, dataset_num_classes
 from labelreg.data.transforms import JointAugment, normalize
+from labelreg.engine import save_checkpoint
 from labelreg.models.zoomout import grid_size, resize_to_grid
 from labelreg.weak.features import ZoomOutExtractor, extractor_from_config
-from labelreg.weak.store import pretrain_dir, pretrain_signature, pretrained_backbone_path, split_dataset
+from labelreg.weak.store import pretrain_signature, pretrained_backbone_path, split_dataset
 from labelreg.weak.tags import tag_matrix, tags_from_label
 
 HEADS = ("zoomout", "global")
@@ -205,7 +206,6 @@ def pretrain_backbone(cfg: Config, *, device: torch.device, log: Callable[[str],
     after = tag_scores(model, val["images"], val["tags"], batch_size=weak.feature_batch_size, device=device)
     model.cpu()
     path = pretrained_backbone_path(cfg)
-    pretrain_dir(cfg).mkdir(parents=True, exist_ok=True)
     summary = {"epochs": weak.pretrain_epochs, "train_images": n, "val_images": len(val["images"]),
                "head": weak.pretrain_head, "pool": weak.pretrain_pool, "steps": weak.pretrain_epochs * batches,
                "train_bce": history[-1]["loss"], "history": history,
@@ -213,19 +213,21 @@ def pretrain_backbone(cfg: Config, *, device: torch.device, log: Callable[[str],
                "val_tag_f1": after["tag_f1"], "val_per_class_ap": after["per_class_ap"],
                "init_val_bce": before["bce"], "init_val_map": before["map"],
                "train_seconds": round(seconds, 2), "weights": str(path)}
-    torch.save({"state_dict": model.backbone.pretrained_target().state_dict(), "head": {
-                    k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")},
-                "settings": pretrain_signature(cfg), "class_names": train["class_names"][1:],
-                "metrics": {k: v for k, v in summary.items() if k not in ("history", "val_per_class_ap")}}, path)
+    save_checkpoint(path, {"state_dict": model.backbone.pretrained_target().state_dict(), "head": {
+                        k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")},
+                    "settings": pretrain_signature(cfg), "class_names": train["class_names"][1:],
+                    "metrics": {k: v for k, v in summary.items() if k not in ("history", "val_per_class_ap")}})
     log(f"pretrain: {weak.pretrain_epochs} epochs on {n} {cfg.data.train_split} images (image tags only, "
         f"{weak.pretrain_head} head): train BCE {history[0]['loss']:.4f} → {history[-1]['loss']:.4f}; validation "
-        f"BCE {before['bce']:.4f} → {after['bce']:.4f}, mAP {_fmt(before['map'])} → {_fmt(after['map'])} (chance "
-        f"{_fmt(after['chance_map'])}), tag F1 {_fmt(after['tag_f1'])}; {seconds:.1f} s → {path}")
+        f"BCE {before['bce']:.4f} → {after['bce']:.4f}, mAP {percent(before['map'])} → {percent(after['map'])} "
+        f"(chance {percent(after['chance_map'])}), tag F1 {percent(after['tag_f1'])}; {seconds:.1f} s → {path}")
     return summary
 
 
-def _fmt(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """A fraction as a percentage with one decimal; None (undefined) as n/a."""
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-__all__ = ["HEADS", "POOLS", "TagClassifier", "average_precision", "pretrain_backbone", "tag_scores", "tagged_images"]
+__all__ = ["HEADS", "POOLS", "TagClassifier", "average_precision", "percent", "pretrain_backbone", "tag_scores",
+           "tagged_images"]

@@ -39,9 +39,9 @@ import numpy as np
 import torch
 
 from labelreg.config import ConfigError
+from labelreg.weak.tags import BACKGROUND
 
 STRATEGIES = ("diverse", "spatial", "topk", "dense")
-BACKGROUND = 0
 
 Similarity = Callable[[int], torch.Tensor]  # flat index j → L-vector of similarities sim(i, j) ∈ [0, 1]
 

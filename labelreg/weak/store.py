@@ -8,7 +8,7 @@
 - ``<role>_zoomout.npy``: N×D×h×w raw zoom-out features (``weak.cache_dtype``),
   only when ``weak.cache`` is true;
 - ``<role>_global.npy``: N×G raw global features (float32), when ``weak.global_feature``;
-- ``<role>_labels.npy``: N×h×w uint8 ground truth at the grid (nearest) — used only by
+- ``<role>_labels.npy``: N×h×w uint8 ground truth at the grid (nearest, at cell centres) — used only by
   the dense baseline and to score sampled points, never by the weak pipeline;
 
 plus ``stats.pt``: per-channel mean/std of the training split (zoom-out over all
@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from labelreg.config import Config, ConfigError, to_dict
 from labelreg.data.build import build_dataset, dataset_class_names, dataset_num_classes
+from labelreg.engine import load_checkpoint, save_checkpoint
 from labelreg.weak.features import (ChannelStats, ZoomOutExtractor, extractor_from_config, label_to_grid,
                                     prepare_image, standardize)
 from labelreg.weak.tags import tags_from_label
@@ -100,8 +101,16 @@ def _file_key(path: Path) -> tuple[str, int, int]:
 def _stored_settings(path: Path) -> dict[str, Any]:
     key = _file_key(path)
     if key not in _SETTINGS:
-        _SETTINGS[key] = torch.load(path, map_location="cpu", weights_only=True).get("settings", {})
+        _SETTINGS[key] = load_checkpoint(path).get("settings", {})
     return _SETTINGS[key]
+
+
+def _refuse_stale(current: dict[str, Any], stored: dict[str, Any], made: str, step: str) -> None:
+    """Raise ConfigError naming every setting that differs from the stored one, and the step to rerun."""
+    changed = {k: (v, stored.get(k)) for k, v in current.items() if stored.get(k) != v}
+    if changed:
+        details = ", ".join(f"{k}: now {now!r}, stored {old!r}" for k, (now, old) in changed.items())
+        raise ConfigError(f"{made} with other settings ({details}); run `labelreg weak {step}` again")
 
 
 def backbone_weights(cfg: Config) -> str | None:
@@ -114,12 +123,7 @@ def backbone_weights(cfg: Config) -> str | None:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: weak.pretrain_epochs={cfg.weak.pretrain_epochs} needs "
                                 "`labelreg weak pretrain --config ...` first")
-    stored = _stored_settings(path)
-    changed = {k: (v, stored.get(k)) for k, v in pretrain_signature(cfg).items() if stored.get(k) != v}
-    if changed:
-        details = ", ".join(f"{k}: now {now!r}, stored {old!r}" for k, (now, old) in changed.items())
-        raise ConfigError(f"{path} was pretrained with other settings ({details}); "
-                          "run `labelreg weak pretrain` again")
+    _refuse_stale(pretrain_signature(cfg), _stored_settings(path), f"{path} was pretrained", "pretrain")
     return str(path)
 
 
@@ -192,7 +196,8 @@ def extract_features(cfg: Config, *, device: torch.device, log: Callable[[str], 
         log(f"features: {role} ({meta['split']}) {len(meta['names'])} images, grid {meta['grid']}, "
             f"D={meta['dim']}, G={meta['global_dim']}{'' if meta['cached'] else ' (not cached: recomputed on use)'}")
         if role == "train":
-            torch.save({name: dict(zip(("mean", "std"), s.result())) for name, s in stats.items()}, folder / "stats.pt")
+            save_checkpoint(folder / "stats.pt",
+                            {name: dict(zip(("mean", "std"), s.result())) for name, s in stats.items()})
     summary["grid"] = meta["grid"]
     return summary
 
@@ -248,9 +253,9 @@ def _write_role(cfg: Config, role: str, extractor: ZoomOutExtractor, device: tor
 class FeatureStore:
     """Standardised features of one split, read from the cache or recomputed (``weak.cache: false``).
 
-    Attributes: ``names``, ``tags`` (per image, sorted foreground classes), ``label_sizes``,
-    ``grid`` (h, w), ``dim`` (D), ``global_dim`` (G), ``labels`` (N×h×w uint8 grid ground
-    truth, for the baseline and for scoring), ``num_classes``, ``class_names``.
+    Attributes: ``names``, ``tags`` (per image, sorted foreground classes), ``grid`` (h, w),
+    ``dim`` (D), ``global_dim`` (G), ``labels`` (N×h×w uint8 grid ground truth, for the
+    baseline and for scoring), ``num_classes``, ``class_names``.
     """
 
     def __init__(self, cfg: Config, role: str, *, device: torch.device | None = None) -> None:
@@ -259,20 +264,15 @@ class FeatureStore:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: run `labelreg weak features --config ...` first")
         meta = json.loads(path.read_text())
-        changed = {k: (v, meta["signature"].get(k)) for k, v in signature(cfg).items() if meta["signature"].get(k) != v}
-        if changed:
-            details = ", ".join(f"{k}: now {now!r}, stored {old!r}" for k, (now, old) in changed.items())
-            raise ConfigError(f"{folder} holds features made with other settings ({details}); "
-                              "run `labelreg weak features` again")
+        _refuse_stale(signature(cfg), meta["signature"], f"{folder} holds features made", "features")
         self.cfg, self.role, self.device = cfg, role, device or torch.device("cpu")
         self.names: list[str] = meta["names"]
         self.tags: list[list[int]] = meta["tags"]
-        self.label_sizes: list[list[int]] = meta["label_sizes"]
         self.grid: tuple[int, int] = tuple(meta["grid"])
         self.dim, self.global_dim = meta["dim"], meta["global_dim"]
         self.num_classes, self.class_names = meta["num_classes"], meta["class_names"]
         self.labels = np.load(folder / f"{role}_labels.npy")
-        stats = torch.load(folder / "stats.pt", weights_only=True)
+        stats = load_checkpoint(folder / "stats.pt")
         self.mean, self.std = stats["zoomout"]["mean"], stats["zoomout"]["std"]
         self.global_mean = stats["global"]["mean"] if "global" in stats else None
         self.global_std = stats["global"]["std"] if "global" in stats else None

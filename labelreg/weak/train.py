@@ -14,6 +14,7 @@ original label size and accumulates ``labelreg.metrics.SegMetrics``.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -22,8 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from labelreg import losses
 from labelreg.config import ConfigError
 from labelreg.data.palette import IGNORE_INDEX
+from labelreg.engine import load_checkpoint, save_checkpoint
 from labelreg.metrics import SegMetrics
 from labelreg.weak.store import FeatureStore
 
@@ -59,12 +62,26 @@ def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, mask: torch
     Everything outside the mask contributes nothing to the value or the gradient.
     With no labelled location the result is a zero that still has a graph.
     """
-    keep = target != IGNORE_INDEX
-    if mask is not None:
-        keep = keep & mask
-    target = torch.where(keep, target, torch.full_like(target, IGNORE_INDEX))
-    per_pixel = F.cross_entropy(logits, target.long(), ignore_index=IGNORE_INDEX, reduction="sum")
-    return per_pixel / keep.sum().clamp_min(1)
+    if mask is not None:  # outside the mask counts as void, which the shared loss skips
+        target = torch.where(mask, target, torch.full_like(target, IGNORE_INDEX))
+    return losses.masked_cross_entropy(logits, target.long())
+
+
+def save_head(path: Path, head: PointHead, *, sampler: str | None) -> Path:
+    """The head's weights (on the CPU, so loadable without a GPU), its shape and the sampler it was trained on
+    (None: dense labels)."""
+    state = {key: value.detach().cpu() for key, value in head.state_dict().items()}
+    save_checkpoint(path, {"state_dict": state, "in_channels": head.in_channels, "hidden": head.hidden,
+                           "num_classes": head.num_classes, "sampler": sampler})
+    return Path(path)
+
+
+def load_head(path: Path) -> PointHead:
+    """Inverse of :func:`save_head`: the head in eval mode, on the CPU."""
+    stored = load_checkpoint(path)
+    head = PointHead(stored["in_channels"], stored["num_classes"], hidden=stored["hidden"])
+    head.load_state_dict(stored["state_dict"])
+    return head.eval()
 
 
 def points_to_target(points: np.ndarray, grid: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
