@@ -118,6 +118,8 @@ class DepthConfig:
     min_depth: float = 1e-3  # evaluation range (metres)
     max_depth: float | None = 10.0
     eigen_crop: bool = False  # evaluate inside Eigen's crop (rows 45:471, cols 41:601 of 480×640)
+    eval_protocol: str = "train_size"  # "train_size": input resized to data.crop_size, predictions upsampled to
+    # the ground truth for the metrics (§5.5.1 trains at 256×336) | "full": the model reads the evaluation image as is
 
 
 @dataclass
