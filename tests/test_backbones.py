@@ -194,6 +194,40 @@ def test_vgg16_loads_torchvision_weights(tmp_path):
     model.load_pretrained(tmp_path / "weights.pth")
 
 
+# Thesis Table 3.1, "Unit RF size" of zoom-out levels 1-13 (VGG-16 on a 256×256 input).
+VGG_TABLE_3_1_RF = [3, 5, 10, 14, 24, 32, 40, 60, 76, 92, 132, 164, 196]
+
+
+def test_vgg16_taps_are_the_unpooled_conv_outputs_of_table_3_1():
+    """Each tap is a conv's ReLU output before the block's max pool: its receptive field is Table 3.1's.
+
+    Tapping the last conv of a block after its pool would give 6, 16, 44, 100, 212 for levels 2, 4, 7, 10, 13.
+    """
+    with torch.device("meta"):
+        model = vgg16_backbone()
+    # Walk the network the way the taps are produced and record (receptive field, stride) at each tap.
+    rf, jump, at_tap = 1, 1, {}
+    for index, module in enumerate(model.features):
+        if isinstance(module, (nn.Conv2d, nn.MaxPool2d)):
+            k = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
+            s = module.stride if isinstance(module.stride, int) else module.stride[0]
+            rf, jump = rf + (k - 1) * jump, jump * s
+        if index in model._tap_at:
+            at_tap[model._tap_at[index]] = (rf, jump)
+    assert list(at_tap) == VGG_TAPS
+    assert [at_tap[name][0] for name in VGG_TAPS] == VGG_TABLE_3_1_RF
+    assert [at_tap[name][1] for name in VGG_TAPS] == [model.tap_strides[name] for name in VGG_TAPS]
+    # And the forward pass returns exactly those modules' outputs (conv1_2 at full resolution, not pool1).
+    x = torch.randn(1, 3, 16, 20)
+    small = vgg16_backbone().eval()
+    with torch.no_grad():
+        taps = small(x)
+        for name in ("conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3"):
+            index = next(i for i, n in small._tap_at.items() if n == name)
+            torch.testing.assert_close(taps[name], small.features[:index + 1](x), rtol=0, atol=0)
+    assert taps["conv1_2"].shape[-2:] == (16, 20) and taps["conv5_3"].shape[-2:] == (1, 1)
+
+
 def test_densenet121_loads_torchvision_weights(tmp_path):
     tv = randomize_batchnorm(torchvision.models.densenet121(weights=None)).eval()
     model = DENSENET_BACKBONES["densenet121"](pretrained=_save(tv, tmp_path)).eval()

@@ -1,9 +1,27 @@
 """VGG-16 as a zoom-out backbone: one tap per convolution layer plus the fc7 scene feature.
 
-§3.3.1.1 / §4.4.1 of the thesis tap VGG-16 after every one of its 13 convolution
-layers (after the ReLU), so the zoom-out descriptor is
+§3.3.1.1 / §3.4.1.4 / §4.4.1 of the thesis tap VGG-16 after every one of its 13
+convolution layers (after the ReLU), so the zoom-out descriptor is
 64+64+128+128+256·3+512·6 = 4224 wide; the global feature is the fc7 activation
-(4096), for 8320 in total (SPEC §1).
+(4096), for 8320 in total (§4.4.1).
+
+Where the taps sit relative to the max pools. §4.4.1 takes "each of the 13 feature
+maps (outputs of all convolutional layers, with pooling applied when available)".
+Each tap here is the convolution's own (ReLU) output, *before* the 2×2 max pool that
+follows the last convolution of a block; "pooling applied" is read as the network's
+pools being applied between the layers (so conv2_* see pool1's output and sit at
+stride 2, …, conv5_* at stride 16), and the finer taps being pooled down to the 1/4
+grid by the zoom-out head. Reasons:
+
+- Table 3.1 lists the receptive field of every level's unit on a 256×256 input:
+  3, 5, 10, 14, 24, 32, 40, 60, 76, 92, 132, 164, 196. These are exactly the
+  receptive fields of conv1_1 … conv5_3 without the following pool; tapping the
+  last conv of each block after its pool would give 6, 16, 44, 100 and 212 for
+  levels 2, 4, 7, 10 and 13 (``tests/test_backbones.py`` checks the table).
+- Fig. 3.4 (§3.3.1.1) takes φ1 from the "conv1 map", not the "pool1 map"; the pool
+  maps only feed the next convolution.
+- Tapping after pool5 would put conv5_3 at 1/32, leaving no VGG feature at the
+  decoder input's 1/16 resolution that §5.3.3 predicts it from.
 
 The module keeps torchvision's own submodules under torchvision's names
 (``features`` and ``classifier.0`` … ``classifier.4``), so a state dict saved from
@@ -51,7 +69,12 @@ class VGG16Backbone(Backbone):
     - ``global_feature``: B×4096, the fc7 activation: pool5 → adaptive average pool
       to 7×7 (as torchvision does, so any input size works) → fc6 → ReLU → Dropout →
       fc7 → ReLU. The dropout between fc6 and fc7 is the pretrained network's own
-      and is active in train mode only.
+      and is active in train mode only. This follows §3.4.1.4 ("the entire image …
+      fed to the CNN, and extracting the activations of the last fully connected
+      layer"), with the adaptive pool standing in for resizing the image to the
+      network's canonical size; §4.4.1's "fc7 …, pooled over the entire image" could
+      also be read as fc6/fc7 run convolutionally over pool5 and the fc7 map pooled
+      afterwards, which this does not do (the two agree when pool5 is 7×7).
 
     Args:
         vgg: a ``torchvision.models.VGG`` with the VGG-16 layout; its ``features``,
