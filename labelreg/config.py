@@ -92,7 +92,9 @@ class RegularizerConfig:
     variant: str = "128"  # autoencoder variant when random_init (otherwise the checkpoint's)
     frozen: bool = True  # ablation: False trains the decoder/encoder too
     loss: str = "ce"  # decoder branch: "ce" against the labels, or "mse" between softmax and one-hot
-    weight: float = 0.5  # weight of the auxiliary loss term "aux" (thesis' best: 0.5)
+    # weight of the auxiliary loss term "aux"; None: the loss's default (train_seg.DECODER_AUX_WEIGHTS:
+    # CE 0.5, the thesis' best; "†" MSE 1.0, ours — the thesis' value is only in its Fig. 5.5)
+    weight: float | None = None
     tap: str | None = None  # feature the auxiliary 1×1 conv reads (None: automatic, see regularizer.choose_tap)
     # decoder branch, training only: decode a random aux_crop×aux_crop-cell window of the predicted code
     # (1 cell = 16 px) instead of all of it — cost ∝ window area; None decodes everything (thesis)

@@ -8,16 +8,23 @@ from labelreg.data.palette import IGNORE_INDEX
 
 
 def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX,
-                         weight: torch.Tensor | None = None) -> torch.Tensor:
+                         weight: torch.Tensor | None = None, weighted_mean: bool = False) -> torch.Tensor:
     """Mean cross-entropy over non-ignored pixels (B×C×H×W logits, B×H×W target).
 
     Unlike ``F.cross_entropy`` this is 0, not NaN, for a batch whose pixels are
     all ignored (possible after an aggressive random crop), so one such batch does
-    not stop training. With ``weight`` the mean is over weighted pixels, as torch does.
+    not stop training.
+
+    With class weights ``weight`` this is the asymmetric loss of thesis §3.3.2,
+    eq. 3.3.1, −(1/N) Σ_i w_{y_i} log p_i: the weighted sum divided by N, the number
+    of valid pixels, so a pixel's contribution does not depend on which other pixels
+    share its batch. ``weighted_mean=True`` divides by the summed weights of the
+    batch's pixels instead (torch's weighted mean; ``train.loss:
+    asymmetric_weighted_mean``), which rescales every batch by its own class mix.
     """
     summed = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=ignore_index, reduction="sum")
     valid = target != ignore_index
-    if weight is None:
+    if weight is None or not weighted_mean:
         count = valid.sum()
     else:
         count = weight[torch.where(valid, target, torch.zeros_like(target))][valid].sum()
@@ -41,22 +48,25 @@ def class_frequencies(labels, num_classes: int, ignore_index: int = IGNORE_INDEX
 
 
 def inverse_frequency_weights(frequencies: torch.Tensor) -> torch.Tensor:
-    """Asymmetric-loss class weights 1/f_c (thesis eq. 3.3.1); classes never seen get weight 0.
+    """Asymmetric-loss class weights 1/f_c (thesis §3.3.2, eq. 3.3.1); classes never seen get weight 0.
 
-    Only ratios matter (the weighted mean divides by the summed weights), so the weights are
-    scaled to average 1 over the classes that occur.
+    Divided by K, the number of classes that occur: Σ_c f_c · 1/f_c = K, so the scaled
+    weights average 1 over the training pixels and the loss stays on plain cross-entropy's
+    scale (the learning rate and the regularizer's relative weight keep their meaning). A
+    constant factor, so the loss is eq. 3.3.1 divided by K.
     """
     present = frequencies > 0
     weights = torch.zeros_like(frequencies, dtype=torch.float32)
     weights[present] = (1.0 / frequencies[present]).float()
-    return weights / weights[present].mean()
+    return weights / present.sum()
 
 
 def masked_one_hot_mse(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Mean squared error between softmax(logits) and the one-hot target over non-ignored pixels
-    (the thesis' "†" auxiliary loss), averaged over pixels and classes."""
+    """The thesis' "†" auxiliary loss (§5.4.1: "For these experiments, we use MSE loss"): per pixel the
+    squared distance between softmax(logits) and the one-hot target, summed over the C classes (between
+    0 and 2), then averaged over non-ignored pixels. Averaging over classes too would shrink it by 1/C."""
     probabilities = logits.float().softmax(dim=1)
     valid = target != ignore_index
     onehot = F.one_hot(torch.where(valid, target, torch.zeros_like(target)), logits.shape[1]).permute(0, 3, 1, 2)
-    squared = ((probabilities - onehot.float()) ** 2).mean(dim=1)
+    squared = ((probabilities - onehot.float()) ** 2).sum(dim=1)
     return (squared * valid).sum() / valid.sum().clamp(min=1)

@@ -24,6 +24,17 @@ from labelreg.train_ae import autoencoder_from_checkpoint
 from labelreg.viz import image_grid, label_image, to_uint8_image
 
 REGULARIZERS = ("none", "decoder", "encoder")
+SEGMENTATION_LOSSES = ("ce", "asymmetric", "asymmetric_weighted_mean")
+# Default weight of the regularizer's term "aux" when regularizer.weight is null. Decoder branch, per
+# auxiliary loss: CE 0.5, the thesis' best (§5.4.2: "relative weighting of 0.5 achieves the highest
+# accuracy"); "†" MSE 1.0, our choice: the thesis swept this weight separately (Fig. 5.5; §5.4.2: "the
+# weight parameter range is changed due to the difference in the dynamic range of values between MSE loss
+# and cross-entropy loss") but its text gives no value. The summed-over-classes MSE's gradient with
+# respect to logit k, 2p_k[(p_k − y_k) − Σ_c (p_c − y_c) p_c], is between a half and once CE's (p_k − y_k)
+# on a pixel whose true class has probability 1/2 (and 2/C of it at a uniform softmax), so at weight 1 it
+# pulls about as hard as CE at 0.5 once the branch is roughly right.
+DECODER_AUX_WEIGHTS = {"ce": 0.5, "mse": 1.0}
+ENCODER_AUX_WEIGHT = 0.5  # Fig. 5.4's feature regression: the thesis gives no value either
 
 
 def segmenter_forward(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
@@ -31,14 +42,20 @@ def segmenter_forward(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]
 
 
 def make_losses(cfg: Config, model: nn.Module, class_weights: torch.Tensor | None):
-    """Named loss terms: ``ce`` (primary), ``psp_aux`` (PSPNet's stage-3 head), ``aux`` (regularizer)."""
+    """Named loss terms: ``ce`` (primary), ``psp_aux`` (PSPNet's stage-3 head), ``aux`` (regularizer).
+
+    With ``class_weights`` (``train.loss: asymmetric``) the primary terms are eq. 3.3.1 (thesis §3.3.2),
+    divided by the number of valid pixels; ``asymmetric_weighted_mean`` divides by the summed weights.
+    """
+    weighted_mean = cfg.train.loss == "asymmetric_weighted_mean"
 
     def losses(outputs: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
         label = batch["label"]
         weight = class_weights.to(label.device) if class_weights is not None else None
-        terms = {"ce": masked_cross_entropy(outputs["seg"], label, weight=weight)}
+        terms = {"ce": masked_cross_entropy(outputs["seg"], label, weight=weight, weighted_mean=weighted_mean)}
         if "psp_aux_seg" in outputs:
-            terms["psp_aux"] = masked_cross_entropy(outputs["psp_aux_seg"], label, weight=weight)
+            terms["psp_aux"] = masked_cross_entropy(outputs["psp_aux_seg"], label, weight=weight,
+                                                    weighted_mean=weighted_mean)
         if "aux_seg" in outputs:
             aux_label = aux_target(outputs, label)
             terms["aux"] = (masked_cross_entropy(outputs["aux_seg"], aux_label) if cfg.regularizer.loss == "ce"
@@ -140,7 +157,7 @@ def segmentation_task(cfg: Config, model: nn.Module, class_names: list[str],
 
     return Task(model=model, augment=train_augment, eval_augment=eval_augment, forward=segmenter_forward,
                 losses=make_losses(cfg, model, class_weights), evaluate=evaluate, visualize=visualize,
-                generators=[train_augment.generator], before_epoch=before_epoch)
+                rank_generators=[train_augment.generator], before_epoch=before_epoch)
 
 
 def asymmetric_weights(cfg: Config, train_set, num_classes: int) -> torch.Tensor:
@@ -171,13 +188,21 @@ def calibrate_feature_normalisation(cfg: Config, model: nn.Module, loader, task:
     print(f"[{cfg.name}] zoom-out feature normalisation estimated from {len(batches)} batches")
 
 
+def aux_weight(cfg: Config) -> float:
+    """``regularizer.weight``, or the default of the configured auxiliary loss when it is null."""
+    reg = cfg.regularizer
+    if reg.weight is not None:
+        return reg.weight
+    return ENCODER_AUX_WEIGHT if reg.kind == "encoder" else DECODER_AUX_WEIGHTS[reg.loss]
+
+
 def default_loss_weights(cfg: Config, model: nn.Module) -> dict[str, float]:
     """Loss weights with the defaults of each term the model produces, overridden by the config."""
     defaults = {}
     if getattr(getattr(model, "segmenter", model), "aux_head", None) is not None:
         defaults["psp_aux"] = 0.4  # PSPNet's auxiliary head
     if cfg.regularizer.kind != "none":
-        defaults["aux"] = cfg.regularizer.weight
+        defaults["aux"] = aux_weight(cfg)
     return {**defaults, **cfg.train.loss_weights}
 
 
@@ -190,9 +215,9 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     cfg.train.loss_weights = default_loss_weights(cfg, model)  # written to config.yaml, so the run shows them
-    if cfg.train.loss not in ("ce", "asymmetric"):
-        raise ConfigError(f"train.loss={cfg.train.loss!r}; choose 'ce' or 'asymmetric'")
-    weights = asymmetric_weights(cfg, train_set, num_classes) if cfg.train.loss == "asymmetric" else None
+    if cfg.train.loss not in SEGMENTATION_LOSSES:
+        raise ConfigError(f"train.loss={cfg.train.loss!r}; choose one of {SEGMENTATION_LOSSES}")
+    weights = asymmetric_weights(cfg, train_set, num_classes) if cfg.train.loss.startswith("asymmetric") else None
     task = segmentation_task(cfg, model, dataset_class_names(train_set), weights)
     if resume is None and cfg.model.init_from is None:  # a started model keeps its statistics
         calibrate_feature_normalisation(cfg, model, train_loader, task, device)

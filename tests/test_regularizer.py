@@ -1,4 +1,6 @@
 """Phase two: the auxiliary branch through the frozen decoder (and the encoder variant)."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -6,6 +8,7 @@ from labelreg.losses import masked_cross_entropy, masked_one_hot_mse
 from labelreg.models import LabelAutoencoder, build_segmenter
 from labelreg.models.regularizer import DecoderRegularized, EncoderRegularized, aux_target, plain_segmenter_state
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = {"hidden": 16, "backbone_options": {"growth_rate": 8, "block_config": [1, 1, 1, 1],
                                             "stem_channels": [8, 8, 8]}}
 
@@ -139,13 +142,25 @@ def test_encoder_variant_regresses_conv1_and_conv3():
 
 
 def test_mse_auxiliary_loss_known_value():
-    # two pixels, two classes; logits 0 → softmax (0.5, 0.5): squared error per class 0.25 → mean 0.25
+    # two pixels, two classes; logits 0 → softmax (0.5, 0.5): squared error 0.25 per class, summed → 0.5
     logits = torch.zeros(1, 2, 1, 3)
     target = torch.tensor([[[0, 1, 255]]])
-    assert masked_one_hot_mse(logits, target).item() == pytest.approx(0.25)
+    assert masked_one_hot_mse(logits, target).item() == pytest.approx(0.5)
     # a confident correct pixel costs ~0
     sure = torch.tensor([[[[20.0]], [[-20.0]]]])
     assert masked_one_hot_mse(sure, torch.tensor([[[0]]])).item() < 1e-12
+
+
+@pytest.mark.parametrize("kind, loss, weight, expected", [("decoder", "ce", None, 0.5), ("decoder", "mse", None, 1.0),
+                                                          ("encoder", "ce", None, 0.5), ("decoder", "mse", 2.5, 2.5)])
+def test_auxiliary_weight_defaults_per_loss(kind, loss, weight, expected):
+    from labelreg.config import load_config
+    from labelreg.train_seg import default_loss_weights
+
+    cfg = load_config(CONFIGS / "zoomout-densenet67_voc12_256.yaml",
+                      [f"regularizer.kind={kind}", f"regularizer.loss={loss}", f"regularizer.weight={weight}"
+                       if weight is not None else "regularizer.weight=null"])
+    assert default_loss_weights(cfg, tiny_segmenter())["aux"] == expected
 
 
 def test_exported_segmenter_gives_the_same_primary_logits():
