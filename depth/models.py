@@ -244,7 +244,14 @@ class TwoPartModel(nn.Module):
       errors become additive) or ``depth / 10`` (``"scaled"``);
     - channels 4: — ``softmax`` of part one's segmentation logits (already at input size).
 
-    Part one's outputs are *not* detached: the losses on part two train part one too.
+    Part one's outputs are *not* detached: the losses on part two train part one too — except
+    that for depth-only images (``forward(x, labeled)`` with ``labeled[i]`` False) part one's
+    class probabilities are detached, so that with the segmentation losses (all-ignore labels,
+    zero) no term of such an image reaches either segmentation head: thesis §5.5.2, "we freeze
+    segmentation head and only backpropagate through the depth head and the shared model".
+    Their depth still flows back through part one's depth head and both backbones. Samples are
+    independent only without training-mode BatchNorm (``freeze_bn``, §3.5.1): batch statistics
+    couple them otherwise.
     Training supervises all four outputs (SPEC §7). The single-part baseline of Table 5.6
     is this same model supervised only on ``seg`` / ``depth`` (part two) — a loss choice,
     not a different network.
@@ -271,16 +278,28 @@ class TwoPartModel(nn.Module):
         """Part one's B×1×H×W depth (metres) as fed to part two."""
         return depth.log() if self.depth_input == "log" else depth / 10.0
 
-    def part2_input(self, x: torch.Tensor, depth: torch.Tensor, seg_logits: torch.Tensor) -> torch.Tensor:
-        """[RGB, depth feature, class probabilities] → B×(4+C)×H×W."""
-        return torch.cat([x, self.depth_feature(depth), seg_logits.softmax(dim=1)], dim=1)
+    def part2_input(self, x: torch.Tensor, depth: torch.Tensor, seg_logits: torch.Tensor,
+                    labeled: torch.Tensor | None = None) -> torch.Tensor:
+        """[RGB, depth feature, class probabilities] → B×(4+C)×H×W.
+
+        ``labeled`` (B bool, optional): the class probabilities of samples marked False are
+        detached, so nothing computed from them downstream reaches part one's segmentation head
+        (thesis §5.5.2: for depth-only images the segmentation head is frozen). The values are
+        the same either way; None treats every sample as labeled.
+        """
+        probabilities = seg_logits.softmax(dim=1)
+        if labeled is not None:
+            keep = labeled.to(device=probabilities.device, dtype=torch.bool).view(-1, 1, 1, 1)
+            probabilities = torch.where(keep, probabilities, probabilities.detach())
+        return torch.cat([x, self.depth_feature(depth), probabilities], dim=1)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return _split_params(self, [self.part1.backbone, self.part2.backbone])
 
-    def forward(self, x: torch.Tensor) -> dict:
+    def forward(self, x: torch.Tensor, labeled: torch.Tensor | None = None) -> dict:
+        """``labeled``: optional B bool, False for depth-only images (see ``part2_input``); None = all labeled."""
         first = self.part1(x)
-        second_input = self.part2_input(x, first["depth"], first["seg"])
+        second_input = self.part2_input(x, first["depth"], first["seg"], labeled)
         second = self.part2(second_input)
         features = {**second["features"], **{f"part1_{k}": v for k, v in first["features"].items()},
                     "part2_input": second_input}

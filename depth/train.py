@@ -14,6 +14,7 @@ from depth.models import DEPTH_MODELS, build_depth_model, seg_to_depth_input
 from labelreg.config import Config, ConfigError
 from labelreg.data.build import build_augmentations, build_dataset, dataset_class_names, dataset_num_classes
 from labelreg.data.nyu import NYUv2DepthOnly
+from labelreg.data.palette import IGNORE_INDEX
 from labelreg.data.sampling import MixedBatchSampler
 from labelreg.distributed import current
 from labelreg.engine import (Batch, Task, fit, load_checkpoint, make_loader, pad_collate, predict_batches,
@@ -39,11 +40,19 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
         raise ConfigError(f"model.options for {cfg.model.name}: {error}") from error
 
 
+def labeled_samples(batch: Batch) -> torch.Tensor | None:
+    """B bool: which images have at least one labeled pixel (depth-only frames are all 255); None without labels."""
+    label = batch.get("label")
+    if label is None:
+        return None
+    return (label != IGNORE_INDEX).flatten(1).any(dim=1)
+
+
 def make_forward(cfg: Config, num_classes: int):
     def forward(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         if cfg.model.name.startswith("seg2depth"):
             return model(seg_to_depth_input(batch["image"], batch.get("label"), num_classes, cfg.depth.inputs))
-        return model(batch["image"])
+        return model(batch["image"], labeled_samples(batch))
 
     return forward
 
@@ -70,7 +79,7 @@ def make_losses(cfg: Config):
             prediction = outputs[name]
             if name.endswith("depth"):
                 result[name] = masked_l1(prediction, batch["depth"])
-            else:  # depth-only images carry all-255 labels: no segmentation gradient from them
+            else:  # depth-only images carry all-255 labels: zero, and the forward detaches their probabilities
                 result[name] = masked_cross_entropy(prediction, batch["label"])
         return result
 
@@ -173,10 +182,10 @@ def depth_task(cfg: Config, model: nn.Module, num_classes: int, class_names: lis
         if sampler is not None:
             sampler.set_epoch(epoch)
 
-    generators = [train_augment.generator] + ([sampler.mixed.generator] if sampler is not None else [])
+    generators = [sampler.mixed.generator] if sampler is not None else []  # every rank builds the same batches
     return Task(model=model, augment=train_augment, eval_augment=eval_augment, forward=forward,
                 losses=make_losses(cfg), evaluate=evaluate, generators=generators, before_epoch=before_epoch,
-                dynamic_loss_weights=make_dynamic_weights(cfg))
+                rank_generators=[train_augment.generator], dynamic_loss_weights=make_dynamic_weights(cfg))
 
 
 def _check(cfg: Config) -> None:
