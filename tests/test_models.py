@@ -147,3 +147,30 @@ def test_tiny_zoomout_overfits_synthetic_images(tiny_synthetic):
     with torch.no_grad():
         metrics.update(model(images)["seg"], labels)
     assert metrics.compute()["pixel_acc"] > 0.9 and metrics.compute()["miou"] > 0.5
+
+
+def _dropout_masks_vary_within_channels(modules):
+    """Every dropout module drops single elements: within one channel, some locations are kept and some
+    dropped (Dropout2d would keep or drop a whole channel of the map)."""
+    modules = [m for m in modules if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+    assert modules
+    for module in modules:
+        module.train()
+        torch.manual_seed(0)
+        kept = module(torch.ones(2, 16, 8, 8)) != 0
+        per_channel = kept.flatten(2)
+        assert (per_channel.any(-1) & ~per_channel.all(-1)).all(), type(module).__name__
+
+
+def test_zoomout_head_dropout_is_per_location():
+    model = build("zoomout_densenet67", dropout=0.5, backbone_options={
+        "growth_rate": 8, "block_config": [1, 1, 1, 1], "stem_channels": [8, 8, 8]})
+    _dropout_masks_vary_within_channels(model.head.rest)
+    keys = [key for key in model.head.rest.state_dict()]
+    assert keys == ["2.weight", "2.bias", "5.weight", "5.bias"]  # checkpoints keep loading
+
+
+def test_fcn_fc6_fc7_dropout_is_per_location():
+    with torch.device("meta"):  # the dropout module only: no VGG weights in memory
+        model = build("fcn8s_vgg16", dropout=0.5)
+    _dropout_masks_vary_within_channels([model.dropout])

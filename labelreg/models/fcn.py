@@ -31,7 +31,7 @@ class FCN8s(nn.Module):
         self.fc7 = fc_to_conv(backbone.fc7, in_channels=4096, kernel_size=1)
         backbone.drop_global_feature()  # fc6/fc7 now live here; the classifier copy would never get gradients
         self.backbone = backbone
-        self.dropout = nn.Dropout2d(dropout)
+        self.dropout = nn.Dropout(dropout)  # element-wise, as FCN's fc6/fc7 (and VGG's fc layers) drop units
         self.score_fr = nn.Conv2d(4096, num_classes, 1)
         self.score_pool4 = nn.Conv2d(512, num_classes, 1)
         self.score_pool3 = nn.Conv2d(256, num_classes, 1)

@@ -58,7 +58,7 @@ class ZoomOutHead(nn.Module):
         grid_stride: g, 4 or 8 (any positive int works).
         global_channels: G, width of the scene feature (0 = none).
         hidden: width of the two hidden 1×1 layers (1000 in the thesis).
-        dropout: dropout after each hidden layer.
+        dropout: element-wise dropout after each hidden layer (each location's units dropped independently).
         normalize: use fixed per-channel feature normalisation (see ``calibrate``).
     """
 
@@ -73,9 +73,11 @@ class ZoomOutHead(nn.Module):
         self.normalize = normalize
         self.in_channels = sum(self.tap_channels.values()) + global_channels
         self.first = nn.Conv2d(self.in_channels, hidden, 1)
+        # element-wise dropout: the MLP classifies each location on its own (§3.5), so a hidden unit
+        # is dropped per location, not for the whole image as Dropout2d would
         self.rest = nn.Sequential(
-            nn.ReLU(inplace=True), nn.Dropout2d(dropout),
-            nn.Conv2d(hidden, hidden, 1), nn.ReLU(inplace=True), nn.Dropout2d(dropout),
+            nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Conv2d(hidden, hidden, 1), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Conv2d(hidden, num_classes, 1),
         )
         self.register_buffer("feature_mean", torch.zeros(self.in_channels))
