@@ -207,3 +207,49 @@ def test_fitpad():
     # A tall image pads on the right instead, and small images are scaled up: 10×5 → 40×20.
     tall = FitPad((40, 40))(_sample(10, 5))
     assert torch.all(tall["label"][:, 20:] == 255) and tall["label"][:, :20].max() < 21
+
+
+def test_crop_area_above_one_samples_boxes_larger_than_the_image():
+    # Thesis §3.5.1: "a crop of random size in the 0.5 to 2.0 range of the original size and a random
+    # aspect ratio of 3/4 to 4/3": areas above 1 must actually occur (boxes then extend past the image).
+    aug = JointAugment((16, 16), crop_area=(0.5, 2.0), crop_aspect=(3 / 4, 4 / 3), generator=_gen())
+    boxes = aug._sample_boxes(4000, 40, 60)
+    area = boxes[:, 2] * boxes[:, 3] / (40 * 60)
+    aspect = boxes[:, 2] / boxes[:, 3]
+    assert area.min() >= 0.5 - 1e-9 and area.max() <= 2.0 + 1e-9
+    assert area.mean().item() == pytest.approx(1.25, abs=0.03)  # uniform over the whole range
+    assert (area > 1.5).float().mean().item() == pytest.approx(1 / 3, abs=0.03)
+    assert aspect.min() >= 3 / 4 - 1e-9 and aspect.max() <= 4 / 3 + 1e-9
+    # Every box overlaps the image, and a box larger than the image covers it in that dimension.
+    x0, y0, bw, bh = boxes.unbind(1)
+    assert torch.all(x0 < 60) and torch.all(x0 + bw > 0) and torch.all(y0 < 40) and torch.all(y0 + bh > 0)
+    wide = bw >= 60
+    assert torch.all(x0[wide] <= 1e-9) and torch.all(x0[wide] + bw[wide] >= 60 - 1e-9)
+    # Through forward: the parts of a box outside the image are padding (label 255).
+    batch = _random_batch(b=16, h=40, w=60)
+    batch["label"].clamp_(max=7)
+    out = aug(batch)
+    assert (out["label"] == 255).any() and set(out["label"].unique().tolist()) <= {0, 3, 7, 255}
+
+
+@pytest.mark.parametrize("config", ["rrc", "jitter"])
+def test_boxes_follow_each_images_own_size_in_a_padded_batch(config):
+    # pad_collate pads smaller images at the bottom/right (label 255) and records their size; crops
+    # and jitter windows are drawn inside each image, never in that padding.
+    b, h, w = 16, 40, 60
+    sizes = torch.tensor([[20, 30], [40, 60], [20, 60], [40, 30]] * (b // 4))
+    batch = _random_batch(b=b, h=h, w=w)
+    batch["label"].clamp_(max=7)
+    for i, (hi, wi) in enumerate(sizes.tolist()):
+        batch["label"][i, hi:] = 255
+        batch["label"][i, :, wi:] = 255
+    batch["size"] = sizes
+    options = dict(crop_area=(0.08, 1.0)) if config == "rrc" else dict(crop_area=None, scale=(1.0, 1.5))
+    aug = JointAugment((12, 12), generator=_gen(), **options)
+    boxes = aug._sample_boxes(b, sizes[:, 0], sizes[:, 1], (12, 12))
+    x0, y0, bw, bh = boxes.unbind(1)
+    assert torch.all(x0 >= 0) and torch.all(y0 >= 0)
+    assert torch.all(x0 + bw <= sizes[:, 1] + 1e-9) and torch.all(y0 + bh <= sizes[:, 0] + 1e-9)
+    out = aug(batch)
+    assert not (out["label"] == 255).any()
+    assert torch.equal(out["size"], sizes)

@@ -108,13 +108,26 @@ class JointAugment(torch.nn.Module):
     module), per sample:
 
     - ``crop_area`` set: random resized crop — area fraction of the source in
-      ``crop_area``, aspect ratio log-uniform in ``crop_aspect``, position uniform;
-      after 10 misfits, the central crop of the largest box with a clamped aspect
-      ratio (torchvision's rule). Boxes are sub-pixel, not rounded to integers.
+      ``crop_area``, aspect ratio (width/height) log-uniform in ``crop_aspect``,
+      position uniform; after 10 misfits, the central crop of the largest box with a
+      clamped aspect ratio (torchvision's rule). Boxes are sub-pixel, not rounded to
+      integers. The thesis phrases both recipes this way: "a crop of random size in
+      the (0.08 to 1.0) [§5.4.1] / 0.5 to 2.0 [§3.5.1] range of the original size and
+      a random aspect ratio of 3/4 to 4/3". When the upper bound exceeds 1 (§3.5.1),
+      a box larger than the image can only be sampled if boxes may extend past it, so
+      then the first draw is always used and placed like a scale-jitter window below
+      (padding outside the image); torchvision's rejection rule would instead never
+      sample an area above 1 and make the range effectively 0.5–1.0.
     - else ``scale`` set: scale jitter — resize by s ~ U(scale), then a window of
       ``out_size`` at a uniform position; i.e. a source box of out_size/s, which
       may extend past the image (padding: image 0, label 255, depth 0).
     - then, if ``hflip``, a horizontal flip with probability 0.5.
+
+    "The source" is each image's own extent: a batch from ``pad_collate`` carries
+    ``size`` (B×2, each image's H, W before it was padded at the bottom/right), and
+    the crop / jitter boxes are drawn relative to that, so a crop never lands in the
+    collation padding just because a larger image shares the batch. Without
+    ``size`` (or with neither crop nor jitter) the whole B×3×H×W tensor is the source.
 
     Image is resampled bilinearly, label with nearest (never mixes classes),
     depth with nearest or ``"masked_bilinear"`` (see ``_masked_ratio``).
@@ -149,41 +162,58 @@ class JointAugment(torch.nn.Module):
 
     # -- sampling (CPU) ---------------------------------------------------------
 
-    def _sample_boxes(self, b: int, h: int, w: int) -> torch.Tensor:
-        """B×4 (x0, y0, width, height) in pixel-edge coordinates of the source, float64."""
+    def _sample_boxes(self, b: int, h, w, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """B×4 (x0, y0, width, height) in pixel-edge coordinates of the source, float64.
+
+        ``h``, ``w``: the source size, numbers or per-sample B tensors (each image's own
+        size; on any device, the boxes are then on that device). ``out_size``: the
+        scale-jitter window (default ``self.out_size``, else the source size).
+        """
         g = self.generator
+        h = torch.as_tensor(h, dtype=torch.float64).expand(b)
+        w = torch.as_tensor(w, dtype=torch.float64).expand(b)
+
+        def uniform(n: int, low: float, high: float) -> torch.Tensor:
+            return _uniform(n, low, high, g).to(h.device)
+
+        def place(extent: torch.Tensor, size: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+            # Offset range covers both cases: a box inside the image, or the image
+            # placed somewhere inside a larger box (padding around it).
+            return torch.minimum(size - extent, torch.zeros_like(extent)) + u * (size - extent).abs()
+
         if self.crop_area is not None:
             tries = 10
-            area = h * w * _uniform(b * tries, *self.crop_area, g).view(b, tries)
+            area = (h * w)[:, None] * uniform(b * tries, *self.crop_area).view(b, tries)
             log_lo, log_hi = math.log(self.crop_aspect[0]), math.log(self.crop_aspect[1])
-            ratio = torch.exp(_uniform(b * tries, log_lo, log_hi, g)).view(b, tries)
+            ratio = torch.exp(uniform(b * tries, log_lo, log_hi)).view(b, tries)
             cw, ch = (area * ratio).sqrt(), (area / ratio).sqrt()
-            fits = (cw <= w) & (ch <= h)
+            ux, uy = uniform(b, 0, 1), uniform(b, 0, 1)
+            if self.crop_area[1] > 1:
+                # Areas above 1 are meant (§3.5.1): take the first draw, may extend past the image.
+                cw, ch = cw[:, 0], ch[:, 0]
+                return torch.stack([place(cw, w, ux), place(ch, h, uy), cw, ch], dim=1)
+            fits = (cw <= w[:, None]) & (ch <= h[:, None])
             first = fits.double().argmax(dim=1, keepdim=True)  # first try that fits (0 if none)
             cw, ch = cw.gather(1, first)[:, 0], ch.gather(1, first)[:, 0]
             found = fits.any(dim=1)
             # Fallback: the largest box with the aspect ratio clamped into range, centred.
-            fw, fh = float(w), float(h)
-            if w / h < self.crop_aspect[0]:
-                fh = w / self.crop_aspect[0]
-            elif w / h > self.crop_aspect[1]:
-                fw = h * self.crop_aspect[1]
-            cw = torch.where(found, cw, torch.full_like(cw, fw))
-            ch = torch.where(found, ch, torch.full_like(ch, fh))
-            ux, uy = _uniform(b, 0, 1, g), _uniform(b, 0, 1, g)
+            fh = torch.where(w / h < self.crop_aspect[0], w / self.crop_aspect[0], h)
+            fw = torch.where(w / h > self.crop_aspect[1], h * self.crop_aspect[1], w)
+            cw = torch.where(found, cw, fw)
+            ch = torch.where(found, ch, fh)
             x0 = torch.where(found, ux, torch.full_like(ux, 0.5)) * (w - cw)
             y0 = torch.where(found, uy, torch.full_like(uy, 0.5)) * (h - ch)
         elif self.scale is not None:
-            oh, ow = self.out_size or (h, w)
-            s = _uniform(b, *self.scale, g)
-            cw, ch = ow / s, oh / s
-            # Offset range covers both cases: window inside a large image, or a
-            # small image placed somewhere inside the window (padding around it).
-            x0 = torch.minimum(w - cw, torch.zeros_like(cw)) + _uniform(b, 0, 1, g) * (w - cw).abs()
-            y0 = torch.minimum(h - ch, torch.zeros_like(ch)) + _uniform(b, 0, 1, g) * (h - ch).abs()
+            s = uniform(b, *self.scale)
+            if out_size is None:
+                out_size = self.out_size
+            if out_size is None:
+                ch, cw = h / s, w / s
+            else:
+                ch, cw = out_size[0] / s, out_size[1] / s
+            x0, y0 = place(cw, w, uniform(b, 0, 1)), place(ch, h, uniform(b, 0, 1))
         else:
-            x0, y0 = torch.zeros(b, dtype=torch.float64), torch.zeros(b, dtype=torch.float64)
-            cw, ch = torch.full((b,), float(w), dtype=torch.float64), torch.full((b,), float(h), dtype=torch.float64)
+            x0, y0, cw, ch = torch.zeros_like(w), torch.zeros_like(h), w, h
         return torch.stack([x0, y0, cw, ch], dim=1)
 
     def _sample_flips(self, b: int) -> torch.Tensor:
@@ -268,8 +298,12 @@ class JointAugment(torch.nn.Module):
             if depth is not None:
                 out["depth"] = depth
             return out
-        boxes = self._sample_boxes(b, h, w)
-        corners = self.corner_points(boxes, self._sample_flips(b), size)
+        sizes = batch.get("size")
+        if torch.is_tensor(sizes) and (self.crop_area is not None or self.scale is not None):
+            boxes = self._sample_boxes(b, sizes[:, 0], sizes[:, 1], size)
+        else:
+            boxes = self._sample_boxes(b, h, w, size)
+        corners = self.corner_points(boxes, self._sample_flips(b).to(boxes.device), size)
         return self._warp(batch, corners, size)
 
     def extra_repr(self) -> str:
