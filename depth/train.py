@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Subset
 
@@ -97,14 +98,70 @@ def make_dynamic_weights(cfg: Config):
     return weights
 
 
+EVAL_PROTOCOLS = ("train_size", "full")
+UPSAMPLED_OUTPUTS = ("depth", "seg", "part1_depth", "part1_seg")
+
+
+def eval_input_size(cfg: Config) -> tuple[int, int] | None:
+    """The size the model reads at evaluation: ``data.crop_size`` under ``depth.eval_protocol: train_size``
+    (thesis §5.5.1 trains on images resized to 256×336), None (the evaluation image as is) under ``full``."""
+    if cfg.depth.eval_protocol not in EVAL_PROTOCOLS:
+        raise ConfigError(f"depth.eval_protocol={cfg.depth.eval_protocol!r}; choose one of {EVAL_PROTOCOLS}")
+    if cfg.depth.eval_protocol == "full" or not cfg.data.crop_size:
+        return None
+    return tuple(int(v) for v in cfg.data.crop_size)
+
+
+def at_input_size(forward, size: tuple[int, int] | None):
+    """``forward`` run on the batch resized to ``size`` (image bilinear with antialiasing, label nearest —
+    a seg→depth model reads its one-hot), with the depth and segmentation outputs upsampled bilinearly back
+    to the batch's size, where the metrics compare them to the ground truth. ``features`` stay at ``size``."""
+    if size is None:
+        return forward
+
+    def run(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        target = tuple(batch["image"].shape[-2:])
+        if target == size:
+            return forward(model, batch)
+        small = dict(batch)
+        small["image"] = F.interpolate(batch["image"], size=size, mode="bilinear", align_corners=False,
+                                       antialias=True)
+        if batch.get("label") is not None:
+            small["label"] = F.interpolate(batch["label"][:, None].float(), size=size,
+                                           mode="nearest-exact")[:, 0].round().long()
+        outputs = dict(forward(model, small))
+        for key in UPSAMPLED_OUTPUTS:
+            if key in outputs:
+                outputs[key] = F.interpolate(outputs[key], size=target, mode="bilinear", align_corners=False)
+        return outputs
+
+    return run
+
+
 def evaluate_depth(model: nn.Module, loader, device: torch.device, *, cfg: Config, num_classes: int, preprocess,
                    forward, class_names: list[str], save_predictions: str | Path | None = None) -> dict[str, float]:
-    """Depth metrics (both aggregations) and, for models with a segmentation output, 40-class mIoU."""
+    """Depth metrics (both aggregations) and, for models with a segmentation output, 40-class mIoU.
+
+    ``depth.eval_protocol`` (see ``eval_input_size``): by default the model reads every image resized to
+    the training size and its predictions are upsampled to the ground truth's size (depth bilinearly,
+    segmentation logits bilinearly before the argmax), so the metrics count every ground-truth pixel.
+    The result holds the sizes of the last batch: ``input_height/width`` (what the model read) and
+    ``target_height/width`` (the ground truth the metrics used); a line says the protocol.
+    """
     depth_metrics = DepthMetrics(min_depth=cfg.depth.min_depth, max_depth=cfg.depth.max_depth,
                                  eigen_crop=cfg.depth.eigen_crop, device=device)
     seg_metrics = SegMetrics(num_classes, device=device)
     has_seg = False
-    for batch, outputs in predict_batches(model, loader, device, preprocess, forward, cfg.train.amp):
+    input_size = eval_input_size(cfg)
+    seen: dict[str, tuple[int, int]] = {}
+
+    def recording(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        seen["input"] = tuple(batch["image"].shape[-2:])
+        return forward(model, batch)
+
+    sized_forward = at_input_size(recording, input_size)
+    for batch, outputs in predict_batches(model, loader, device, preprocess, sized_forward, cfg.train.amp):
+        seen["target"] = tuple(batch["depth"].shape[-2:])
         prediction = outputs["depth"][:, 0].float()
         depth_metrics.update(prediction, batch["depth"])
         if "seg" in outputs:
@@ -121,6 +178,14 @@ def evaluate_depth(model: nn.Module, loader, device: torch.device, *, cfg: Confi
     result = depth_metrics.compute()
     flat = {f"{aggregation}_{key}": value for aggregation in ("pixel", "image")
             for key, value in result[aggregation].items()}
+    if seen:
+        (in_h, in_w), (gt_h, gt_w) = seen["input"], seen["target"]
+        flat.update(input_height=float(in_h), input_width=float(in_w), target_height=float(gt_h),
+                    target_width=float(gt_w))
+        how = ("inputs resized to the training size" if cfg.depth.eval_protocol == "train_size"
+               else "inputs at the evaluation size")
+        print(f"[{cfg.name}] depth eval protocol {cfg.depth.eval_protocol}: {how}, the model read {in_h}×{in_w}, "
+              f"metrics on the {gt_h}×{gt_w} ground truth (predictions upsampled bilinearly)")
     if has_seg:
         seg = seg_metrics.compute()
         flat.update({key: value for key, value in seg.items() if isinstance(value, float)})
@@ -233,4 +298,4 @@ def evaluate_checkpoint(cfg: Config, checkpoint: dict, split: str,
     return task.evaluate(model, loader, device)
 
 
-__all__ = ["build_model", "evaluate_checkpoint", "evaluate_depth", "load_checkpoint", "train"]
+__all__ = ["build_model", "eval_input_size", "evaluate_checkpoint", "evaluate_depth", "load_checkpoint", "train"]
