@@ -173,3 +173,21 @@ def test_exported_segmenter_gives_the_same_primary_logits():
     with torch.no_grad():
         assert torch.equal(model(x)["seg"], plain(x)["seg"])
     assert not any(key.startswith(("decoder.", "to_code.")) for key in plain.state_dict())
+
+
+def test_tap_prefers_a_1_16_feature_over_a_coarser_pyramid_pooling_output():
+    from labelreg.models.regularizer import choose_tap, probe_features
+
+    # zoom-out ResNet-50 at output stride 32 with pyramid pooling: ppm sits on layer4 (1/32);
+    # layer3 is at the decoder input's 1/16 and wins
+    shapes = probe_features(build_segmenter("zoomout_resnet50", num_classes=5, hidden=16, pyramid_pooling=True))
+    assert tuple(shapes["ppm"][-2:]) == (4, 4) and tuple(shapes["layer3"][-2:]) == (8, 8)
+    assert choose_tap(shapes) == "layer3"
+    # PSPNet (output stride 8): nothing at 1/16, the pyramid-pooling output is the thesis' choice (§5.4.2)
+    psp = {"layer1": (1, 256, 32, 32), "layer2": (1, 512, 16, 16), "layer3": (1, 1024, 16, 16),
+           "layer4": (1, 2048, 16, 16), "ppm": (1, 4096, 16, 16)}
+    assert choose_tap({k: torch.Size(v) for k, v in psp.items()}) == "ppm"
+    # a pyramid-pooling output at 1/16 (output stride 16) is the deepest 1/16 feature
+    os16 = {"layer2": (1, 512, 16, 16), "layer3": (1, 1024, 8, 8), "layer4": (1, 2048, 8, 8),
+            "ppm": (1, 4096, 8, 8), "zoomout_hidden": (1, 16, 32, 32)}
+    assert choose_tap({k: torch.Size(v) for k, v in os16.items()}) == "ppm"

@@ -54,19 +54,24 @@ def choose_tap(shapes: dict[str, torch.Size], requested: str | None = None,
                size: tuple[int, int] = PROBE_SIZE) -> str:
     """The feature map the auxiliary 1×1 conv reads.
 
-    ``requested`` if given; else PSPNet's pyramid-pooling output (``ppm``); else the
-    deepest feature at the decoder input's resolution (1/16: VGG-16 conv5_3, DenseNet
-    block3, ResNet layer3, SUNet block3); else the deepest feature (resized).
+    ``requested`` if given; else the deepest feature at the decoder input's resolution (1/16:
+    VGG-16 conv5_3, DenseNet block3, ResNet layer3, SUNet block3 — "selected because its spatial
+    resolution matches that of the expected decoder input", thesis §5.3.3); else the
+    pyramid-pooling output (``ppm``) when there is one, which is PSPNet's (output stride 8, nothing
+    at 1/16; §5.4.2: "We used the output of the pyramid pooling layer to predict input for the
+    decoder"); else the deepest feature. Anything not at 1/16 is resized bilinearly. A zoom-out
+    ResNet at output stride 32 with pyramid pooling thus reads ``layer3`` (1/16), not ``ppm`` (1/32).
     """
     if requested is not None:
         if requested not in shapes:
             raise ValueError(f"regularizer.tap={requested!r} is not a feature of this model; choose from {list(shapes)}")
         return requested
-    if "ppm" in shapes:
-        return "ppm"
     code = (math.ceil(size[0] / DOWNSAMPLING), math.ceil(size[1] / DOWNSAMPLING))
-    candidates = [name for name, shape in shapes.items() if name != "zoomout_hidden" and tuple(shape[-2:]) == code]
-    return candidates[-1] if candidates else [name for name in shapes if name != "zoomout_hidden"][-1]
+    names = [name for name in shapes if name != "zoomout_hidden"]
+    candidates = [name for name in names if tuple(shapes[name][-2:]) == code]
+    if candidates:
+        return candidates[-1]
+    return "ppm" if "ppm" in names else names[-1]
 
 
 class _Regularized(nn.Module):
