@@ -18,11 +18,15 @@ stopping after epoch k and resuming reproduces the uninterrupted run.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import random
+import shutil
+import socket
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -143,17 +147,68 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- checkpoints
 
 
+class RunDirectoryError(RuntimeError):
+    """A run directory that cannot be used as asked (it holds a finished run, another process writes it…)."""
+
+
+def _temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _write_failed(error: BaseException, path: Path) -> OSError:
+    """An OSError naming ``path`` (torch reports a full disk as a RuntimeError of its stream writer)."""
+    code = getattr(error, "errno", None)
+    if code is None:
+        try:
+            if shutil.disk_usage(path.parent).free < 1 << 20:
+                code = errno.ENOSPC
+        except OSError:
+            pass
+    if code == errno.ENOSPC:
+        return OSError(errno.ENOSPC, "no space left on device", str(path))
+    return OSError(code or errno.EIO, getattr(error, "strerror", None) or str(error), str(path))
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write atomically: a temp file in the same folder, fsync, then rename over the target."""
+    """Write atomically: a temp file in the same folder, fsync, then rename over the target.
+
+    Write failures (full disk, read-only folder) raise an ``OSError`` that names ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary = _temporary_name(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as handle:
             torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except (OSError, RuntimeError) as error:
+        raise _write_failed(error, path) from error
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN and ±inf replaced by None, so the JSON is strict (no bare NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def write_json(path: str | Path, value: Any) -> None:
+    """Strict JSON (non-finite numbers become null), written atomically."""
+    path = Path(path)
+    text = json.dumps(_json_safe(value), indent=2, allow_nan=False)
+    temporary = _temporary_name(path)
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    except OSError as error:
+        raise _write_failed(error, path) from error
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -164,14 +219,256 @@ def run_directory(checkpoint_path: str | Path) -> Path:
     return folder.parent if folder.name == "checkpoints" else folder
 
 
+# ----------------------------------------------------------------------------- run directories
+#
+# A run directory belongs to one process at a time: ``claim_run_directory`` holds ``<run>/.lock``
+# (an flock, so the kernel frees it when the process dies, plus the holder's pid and host) for the
+# run's lifetime. It refuses to start a new run over existing checkpoints unless resuming or asked
+# to overwrite, and removes temp files that killed writes left behind. Checkpoints are written
+# last.pt first (the commit point), then best.pt, then metrics.json; ``repair_run`` brings the
+# other two back in line with last.pt on resume.
+
+LOCK_NAME = ".lock"
+RUN_OUTPUTS = ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.json", "train.log", "tb")
+_HELD: dict[Path, "RunLock"] = {}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """``<run>/.lock``: an exclusive flock held while the run is alive; the file names its holder."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / LOCK_NAME
+        self.fd: int | None = None
+        self.took_over: dict | None = None  # the stale holder this lock replaced
+
+    @staticmethod
+    def _holder(fd_or_path) -> dict:
+        try:
+            if isinstance(fd_or_path, int):
+                text = os.pread(fd_or_path, 4096, 0).decode(errors="replace")
+            else:
+                text = Path(fd_or_path).read_text(errors="replace")
+            holder = json.loads(text) if text.strip() else {}
+            return holder if isinstance(holder, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = self._holder(fd)
+                os.close(fd)
+                raise RunDirectoryError(
+                    f"{self.path.parent} is in use by pid {holder.get('pid', '?')} on host {holder.get('host', '?')} "
+                    f"(lock {self.path}); wait for that run to end, or choose another name=/output_dir=") from None
+            try:  # the file may have been released (unlinked) between our open and our flock
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        holder, host = self._holder(fd), socket.gethostname()
+        if holder and holder.get("host") not in (None, host):
+            os.close(fd)
+            raise RunDirectoryError(
+                f"{self.path.parent} is locked by pid {holder.get('pid', '?')} on host {holder['host']} (lock "
+                f"{self.path}); if that run has ended, delete the lock file and start again")
+        if holder and holder.get("pid") != os.getpid():
+            self.took_over = holder
+        record = json.dumps({"pid": os.getpid(), "host": host, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record.encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)  # still holding the flock: nobody else owns this file yet
+        finally:
+            os.close(self.fd)
+            self.fd = None
+
+
+def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
+    """Delete ``.<name>.tmp-<pid>`` files in the run (and its checkpoints) whose writer is no longer running."""
+    removed = []
+    for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
+        for temporary in folder.glob(".*.tmp-*") if folder.is_dir() else ():
+            pid = temporary.name.rsplit(".tmp-", 1)[-1]
+            if not pid.isdigit() or int(pid) == os.getpid() or not _pid_alive(int(pid)):
+                temporary.unlink(missing_ok=True)
+                removed.append(temporary)
+    return removed
+
+
+def _is_main_rank() -> bool:
+    """Rank 0 (or no torchrun); read from the environment, so it works before the process group exists."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@contextmanager
+def claim_run_directory(run_dir: str | Path, *, resume: bool = False, overwrite: bool = False):
+    """Hold ``run_dir`` for this process (rank 0 only under torchrun) for the ``with`` block.
+
+    Refuses a run directory that already holds checkpoints unless ``resume`` (continue it) or
+    ``overwrite`` (delete its checkpoints, metrics, log and TensorBoard events first). Nested
+    claims of the same folder in one process (the CLI, then ``fit``) are free.
+    """
+    key = Path(run_dir).resolve()
+    if key in _HELD or not _is_main_rank():
+        yield _HELD.get(key)
+        return
+    lock = RunLock(run_dir).acquire()
+    _HELD[key] = lock
+    try:
+        if lock.took_over:
+            print(f"{run_dir}: took over the stale lock of pid {lock.took_over.get('pid')} (no longer running)")
+        for temporary in remove_stale_temporaries(run_dir):
+            print(f"removed {temporary}, left by an interrupted write")
+        existing = sorted(p.name for p in (Path(run_dir) / "checkpoints").glob("*.pt"))
+        if existing and not resume:
+            if not overwrite:
+                raise RunDirectoryError(
+                    f"{run_dir} already holds checkpoints ({', '.join(existing)}); pass --resume to continue that "
+                    "run, --overwrite to replace it, or choose another name=/output_dir=")
+            for name in RUN_OUTPUTS:
+                target = Path(run_dir) / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink(missing_ok=True)
+            print(f"--overwrite: removed the earlier run's checkpoints, metrics, log and TensorBoard events in {run_dir}")
+        yield lock
+    finally:
+        del _HELD[key]
+        lock.release()
+
+
+def repair_run(run_dir: str | Path, last: dict[str, Any]) -> list[str]:
+    """Bring best.pt and metrics.json in line with ``last`` (the loaded last.pt, the commit point).
+
+    last.pt is written first, so after a crash best.pt can only lag when last.pt's own epoch is
+    the best one — then best.pt is rewritten from it. Returns what was repaired (or found unrepairable).
+    """
+    notes = []
+    run_dir = Path(run_dir)
+    best_path = run_dir / "checkpoints" / "best.pt"
+    best_epoch = last.get("best_epoch")
+    stored = None
+    if best_path.is_file():
+        try:
+            stored = load_checkpoint(best_path).get("epoch")
+        except RuntimeError:
+            stored = "unreadable"
+    if best_epoch is not None and stored != best_epoch:
+        if best_epoch == last["epoch"]:
+            save_checkpoint(best_path, last)
+            notes.append(f"repaired {best_path}: it held epoch {stored}, last.pt records best epoch {best_epoch}")
+        else:
+            notes.append(f"WARNING: {best_path} holds epoch {stored} but last.pt records best epoch {best_epoch}, "
+                         "which cannot be rebuilt from last.pt")
+    metrics_path = run_dir / "metrics.json"
+    try:
+        recorded = json.loads(metrics_path.read_text()).get("history")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    history = _json_safe(list(last.get("history", [])))
+    if recorded != history:
+        config = last.get("config", {}).get("train", {})
+        state = TrainState(epoch=last["epoch"], step=last["step"], best_value=last.get("best_value"),
+                           best_epoch=best_epoch, history=list(last.get("history", [])))
+        _write_metrics(run_dir, state, config.get("best_metric"), config.get("best_mode"))
+        notes.append(f"rewrote {metrics_path} from last.pt ({len(history)} epochs; it held "
+                     f"{'none' if recorded is None else len(recorded)})")
+    return notes
+
+
+# keys a resume may change: they only steer the loop (how long, how often, where), not the state it restores
+RESUME_CHANGEABLE = ("train.epochs", "train.max_steps", "train.eval_every", "train.log_every", "train.device",
+                     "train.images_to_log", "data.num_workers")
+_RUN_IDENTITY = ("name", "output_dir")  # a --resume-from may continue another run's checkpoint in a new folder
+
+
+def _flatten(values: dict) -> dict[str, Any]:
+    """{"train": {"epochs": 3}, "name": "x"} → {"train.epochs": 3, "name": "x"} (sections only; dict fields stay whole)."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{name}": item for name, item in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def resume_changes(stored: dict, cfg: Config) -> dict[str, tuple[Any, Any]]:
+    """{key: (checkpoint's value, new value)} for every setting the new config changes.
+
+    Raises ``ConfigError`` naming the keys outside ``RESUME_CHANGEABLE``: the restored optimizer,
+    model and schedule state would not follow them, yet config.yaml would record them.
+    Keys the checkpoint does not know (added to the code later) are not compared.
+    """
+    old, new = _flatten(stored), _flatten(to_dict(cfg))
+    changes = {key: (old[key], value) for key, value in new.items()
+               if key in old and old[key] != value and key not in _RUN_IDENTITY}
+    refused = sorted(key for key in changes if key not in RESUME_CHANGEABLE)
+    if refused:
+        listed = ", ".join(f"{key}: {changes[key][0]!r} → {changes[key][1]!r}" for key in refused)
+        raise ConfigError(
+            f"resume cannot change {listed} (the checkpoint was trained with the first value and its restored "
+            f"state would not follow the new one); drop these overrides, or start a new run (another name= or "
+            f"--overwrite). A resume may change only {', '.join(RESUME_CHANGEABLE)}")
+    return changes
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    return safe_load(path, "checkpoint", map_location)
+
+
+def safe_load(path: str | Path, what: str = "checkpoint", map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` with one-line errors naming the file.
+
+    A file that holds code or non-tensor objects (anything beyond tensors, numbers, strings and
+    containers of them) is refused, never executed: torch's own advice to retry with
+    ``weights_only=False`` would run whatever the file holds.
+    """
+    import pickle
+
+    path = Path(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "unsupported global" not in str(error).lower():  # no foreign object named: a corrupt file
+            raise RuntimeError(f"cannot read {what} {path}: truncated, corrupt or not a torch file") from None
+        raise RuntimeError(
+            f"{what} {path} was refused: it holds code or non-tensor objects, which are never loaded (loading "
+            "them could run arbitrary code). If you trust the file, re-save only its tensors, e.g. "
+            "torch.save(state_dict, 'clean.pt') with plain tensors/numbers/strings, and use that file"
+        ) from None
     except Exception as error:  # torch raises several types for truncated or foreign files
-        raise RuntimeError(f"cannot read checkpoint {path}: {type(error).__name__}: {error}") from error
+        raise RuntimeError(f"cannot read {what} {path} (truncated or not a torch file? "
+                           f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from error
 
 
 # ----------------------------------------------------------------------------- optimizer and schedule
@@ -447,28 +744,45 @@ def checkpoint_payload(task: Task, optimizer, scheduler, scaler, state: TrainSta
 
 
 def write_metrics_json(run_dir: Path, state: TrainState, cfg: Config) -> None:
+    _write_metrics(run_dir, state, cfg.train.best_metric, cfg.train.best_mode)
+
+
+def _write_metrics(run_dir: Path, state: TrainState, best_metric: str | None, best_mode: str | None) -> None:
+    """metrics.json: strict JSON (a NaN metric is written as null)."""
     best = next((entry for entry in state.history if entry.get("epoch") == state.best_epoch), None)
-    summary = {"best_metric": cfg.train.best_metric, "best_mode": cfg.train.best_mode, "best": best,
+    summary = {"best_metric": best_metric, "best_mode": best_mode, "best": best,
                "last": state.history[-1] if state.history else None, "history": state.history}
-    temporary = run_dir / ".metrics.json.tmp"
-    temporary.write_text(json.dumps(summary, indent=2))
-    os.replace(temporary, run_dir / "metrics.json")
+    write_json(Path(run_dir) / "metrics.json", summary)
 
 
 def fit(cfg: Config, task: Task, train_loader: DataLoader, val_loader: DataLoader | None, *,
         device: torch.device, resume: str | Path | None = None) -> TrainState:
-    """Train ``task.model`` for ``cfg.train.epochs`` epochs in ``cfg.run_dir``; see the module docstring."""
+    """Train ``task.model`` for ``cfg.train.epochs`` epochs in ``cfg.run_dir``; see the module docstring.
+
+    The run directory is claimed for the whole run (``claim_run_directory``): a fresh run refuses a
+    folder that holds checkpoints (the CLI's ``--overwrite`` claims it first to replace them).
+    """
+    with claim_run_directory(cfg.run_dir, resume=resume is not None):
+        return _fit(cfg, task, train_loader, val_loader, device=device, resume=resume)
+
+
+def _fit(cfg: Config, task: Task, train_loader: DataLoader, val_loader: DataLoader | None, *,
+         device: torch.device, resume: str | Path | None = None) -> TrainState:
     from torch.utils.tensorboard import SummaryWriter
 
     from labelreg.distributed import barrier, current, wrap_model
 
     main_process = current().is_main  # only rank 0 writes; every rank trains and evaluates
     run_dir = cfg.run_dir
+    if cfg.train.best_mode not in ("max", "min"):
+        raise ConfigError(f"train.best_mode={cfg.train.best_mode!r}; choose 'max' or 'min'")
+    checkpoint, changes = None, {}
+    if resume is not None:  # checked before anything is written: a refused resume leaves the run as it was
+        checkpoint = load_checkpoint(resume, map_location=device)
+        changes = resume_changes(checkpoint["config"], cfg)
     if main_process:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-    if cfg.train.best_mode not in ("max", "min"):
-        raise ConfigError(f"train.best_mode={cfg.train.best_mode!r}; choose 'max' or 'min'")
 
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * cfg.train.epochs
@@ -479,8 +793,7 @@ def fit(cfg: Config, task: Task, train_loader: DataLoader, val_loader: DataLoade
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16" and device.type == "cuda")
     state = TrainState()
 
-    if resume is not None:
-        checkpoint = load_checkpoint(resume, map_location=device)
+    if checkpoint is not None:
         task.model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
@@ -489,6 +802,18 @@ def fit(cfg: Config, task: Task, train_loader: DataLoader, val_loader: DataLoade
                            best_epoch=checkpoint["best_epoch"], history=list(checkpoint["history"]))
         restore_rng_state(checkpoint["rng"])
         print(f"resumed from {resume}: epoch {state.epoch}, step {state.step}")
+        if main_process:
+            notes = []
+            if Path(resume).resolve() == (run_dir / "checkpoints" / "last.pt").resolve():
+                notes = repair_run(run_dir, checkpoint)
+            notes += [f"resumed at epoch {state.epoch} with {key} changed from {old!r} to {new!r}"
+                      for key, (old, new) in changes.items()]
+            for note in notes:
+                print(note)
+            if notes:
+                with open(run_dir / "train.log", "a") as log:
+                    log.write("".join(f"{note}\n" for note in notes))
+        del checkpoint
 
     if device.type == "cuda":  # fixed training shapes: let cuDNN pick its fastest kernels; TF32 matmuls
         torch.backends.cudnn.benchmark = True
@@ -547,6 +872,7 @@ def fit(cfg: Config, task: Task, train_loader: DataLoader, val_loader: DataLoade
             if not main_process:
                 continue
             payload = checkpoint_payload(task, optimizer, scheduler, scaler, state, cfg, entry)
+            # last.pt is the commit point; best.pt and metrics.json follow it (repair_run fixes a crash in between)
             save_checkpoint(run_dir / "checkpoints" / "last.pt", payload)
             if improved:
                 save_checkpoint(run_dir / "checkpoints" / "best.pt", payload)
