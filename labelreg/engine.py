@@ -72,7 +72,8 @@ class Task:
     losses: Callable[[dict[str, torch.Tensor], Batch], dict[str, torch.Tensor]]
     evaluate: Callable[[nn.Module, Iterable[Batch], torch.device], dict[str, float]]
     visualize: Callable[[nn.Module, Batch], torch.Tensor] | None = None
-    generators: list[torch.Generator] = field(default_factory=list)  # reseeded every epoch
+    generators: list[torch.Generator] = field(default_factory=list)  # reseeded every epoch, the same on every rank
+    rank_generators: list[torch.Generator] = field(default_factory=list)  # reseeded every epoch, per rank (augment)
     before_epoch: Callable[[int], None] | None = None  # called with the 0-based epoch (e.g. staged freezing)
     dynamic_loss_weights: Callable[[list[dict]], dict[str, float]] | None = None  # from the history (balancing)
 
@@ -115,8 +116,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + epoch * 7919 + 17) % 2**63
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of an epoch's generators; ``rank`` gives each process its own augmentation stream
+    (rank 0's is the single-process stream, so single-process runs do not depend on it)."""
+    return (seed * 1_000_003 + epoch * 7919 + rank * 104_729 + 17) % 2**63
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -828,9 +831,11 @@ def _fit(cfg: Config, task: Task, train_loader: DataLoader, val_loader: DataLoad
         while state.epoch < cfg.train.epochs:
             if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
                 break
-            for generator in [train_loader.generator, *task.generators]:
+            for generator in [train_loader.generator, *task.generators]:  # batch order: the same on every rank
                 if generator is not None:
                     generator.manual_seed(epoch_seed(cfg.train.seed, state.epoch))
+            for generator in task.rank_generators:  # augmentation: each rank its own reproducible stream
+                generator.manual_seed(epoch_seed(cfg.train.seed, state.epoch, current().rank))
             if task.before_epoch is not None:
                 task.before_epoch(state.epoch)
             scheduler.set_epoch(state.epoch)

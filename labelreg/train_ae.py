@@ -75,7 +75,7 @@ def build_task(cfg: Config, model: LabelAutoencoder, class_names: list[str]) -> 
 
     return Task(model=model, augment=train_augment, eval_augment=eval_augment, forward=autoencoder_forward,
                 losses=reconstruction_losses, evaluate=evaluate, visualize=visualize,
-                generators=[train_augment.generator])
+                rank_generators=[train_augment.generator])
 
 
 def train(cfg: Config, resume: str | Path | None = None) -> dict:

@@ -284,7 +284,7 @@ def build_task(cfg: Config, model: SUNet, num_classes: int) -> Task:
                                    amp=cfg.train.amp)
 
     return Task(model=model, augment=train_augment, eval_augment=eval_augment, forward=classifier_forward,
-                losses=classification_losses, evaluate=evaluate, generators=[train_augment.generator])
+                losses=classification_losses, evaluate=evaluate, rank_generators=[train_augment.generator])
 
 
 # ----------------------------------------------------------------------------- entry points
