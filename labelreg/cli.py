@@ -41,19 +41,25 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.overrides)
     if cfg.task != task:
         raise ConfigError(f"{args.config} has task={cfg.task!r}; labelreg {args.command} trains task={task!r}")
+    from labelreg.engine import claim_run_directory
+
+    if args.overwrite and (args.resume or args.resume_from):
+        raise ConfigError("give either --overwrite (start the run afresh) or --resume/--resume-from, not both")
     train = importlib.import_module(module).train
-    resume = args.resume_from
-    if args.resume:
-        candidate = cfg.run_dir / "checkpoints" / "last.pt"
-        resume = candidate if candidate.is_file() else None
-        if resume is None:
-            print(f"no {candidate} yet: starting from scratch")
-    train(cfg, resume=resume)
+    # held until the run ends: refuses a second process, and a finished run unless --resume or --overwrite
+    with claim_run_directory(cfg.run_dir, resume=bool(args.resume or args.resume_from), overwrite=args.overwrite):
+        resume = args.resume_from
+        if args.resume:
+            candidate = cfg.run_dir / "checkpoints" / "last.pt"
+            resume = candidate if candidate.is_file() else None
+            if resume is None:
+                print(f"no {candidate} yet: starting from scratch")
+        train(cfg, resume=resume)
     print(f"run directory: {cfg.run_dir}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from labelreg.engine import load_checkpoint, run_directory
+    from labelreg.engine import load_checkpoint, run_directory, write_json
     from labelreg.evaluation import evaluate_checkpoint, format_metrics
 
     checkpoint = load_checkpoint(args.checkpoint)
@@ -72,7 +78,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     record = {"checkpoint": str(args.checkpoint), "split": split, "metrics": metrics}
     if protocol:
         record["protocol"] = protocol
-    out.write_text(json.dumps(record, indent=2))
+    write_json(out, record)
     print(f"wrote {out}")
 
 
@@ -216,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
         trainer.add_argument("--config", required=True, help=f"YAML config, e.g. {example}")
         trainer.add_argument("--resume", action="store_true", help="continue from the run's checkpoints/last.pt if present")
         trainer.add_argument("--resume-from", default=None, metavar="CKPT", help="continue from this checkpoint")
+        trainer.add_argument("--overwrite", action="store_true",
+                             help="replace the run directory's earlier checkpoints, metrics and logs (without it "
+                                  "a run directory holding checkpoints needs --resume)")
         trainer.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.epochs=5")
         trainer.set_defaults(run=cmd_train)
 
@@ -289,14 +298,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Like ``parser.parse_args``, but ``key=value`` overrides may come before and after options
+    (``--config c.yaml a=1 --resume b=2``): a subcommand with overrides is parsed intermixed."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    subcommands = next((action for action in parser._actions if isinstance(action, argparse._SubParsersAction)), None)
+    command = argv[0] if argv else None
+    sub = subcommands.choices.get(command) if subcommands is not None and command else None
+    if sub is not None and any(action.dest == "overrides" for action in sub._actions) and not any(
+            isinstance(action, argparse._SubParsersAction) for action in sub._actions):
+        args = sub.parse_intermixed_args(argv[1:])
+        args.command = command
+        return args
+    return parser.parse_args(argv)
+
+
+def error_message(error: BaseException) -> str:
+    """One line for an expected failure: the message, and for file-system errors the path and what to do."""
+    if isinstance(error, OSError) and not isinstance(error, FileNotFoundError) and error.filename is not None:
+        import errno
+
+        path = error.filename
+        if error.errno == errno.ENOSPC:
+            return f"no space left on device writing {path}; free some space or set output_dir= to another disk"
+        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return (f"permission denied or read-only file system: {path}; make it writable/readable or set "
+                    "output_dir= to a writable folder")
+        return f"{path}: {error.strerror or error}"
+    return str(error)
+
+
+# what a command may raise for bad input (config, files, data, disk): one line and exit code 2, no traceback
+EXPECTED_ERRORS = (ConfigError, ValueError, RuntimeError, OSError)
+
+
 def main(argv: list[str] | None = None) -> int:
     from labelreg.distributed import cleanup
 
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     try:
         args.run(args)
-    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as error:
-        print(f"labelreg {args.command}: error: {error}", file=sys.stderr)
+    except EXPECTED_ERRORS as error:
+        print(f"labelreg {args.command}: error: {error_message(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"labelreg {args.command}: interrupted; the last completed checkpoint is kept", file=sys.stderr)

@@ -30,7 +30,7 @@ from labelreg.config import Config, load_config
 from labelreg.data.build import (build_augmentations, build_dataset, dataset_class_names, dataset_num_classes,
                                  ensure_synthetic)
 from labelreg.data.transforms import denormalize
-from labelreg.engine import load_checkpoint, make_loader, resolve_device, to_device
+from labelreg.engine import claim_run_directory, load_checkpoint, make_loader, resolve_device, to_device
 from labelreg.evaluation import format_metrics
 from labelreg.viz import image_grid, overlay, plot_curves, save_png, segmentation_figure, to_uint8_image
 
@@ -149,7 +149,8 @@ def _percent(value: float | None) -> str:
 def _train_stage(config_path: Path, name: str, out: Path, data_root: Path, overrides: list[str], trainer) -> tuple:
     cfg = load_config(config_path, [f"output_dir={out}", f"name={name}", f"data.root={data_root}", *overrides])
     started = time.perf_counter()
-    trainer(cfg)
+    with claim_run_directory(cfg.run_dir, overwrite=True):  # a re-run of the demo replaces its runs
+        trainer(cfg)
     seconds = time.perf_counter() - started
     checkpoint = load_checkpoint(cfg.run_dir / "checkpoints" / "best.pt")
     checkpoint["history"] = load_checkpoint(cfg.run_dir / "checkpoints" / "last.pt")["history"]  # every epoch

@@ -51,11 +51,28 @@ def test_train_eval_resume(tiny_synthetic, tmp_path, capsys):
     best = load_checkpoint(run / "checkpoints" / "best.pt")
     assert result["metrics"]["miou"] == pytest.approx(best["metrics"]["val/miou"], abs=1e-6)
 
-    # --resume with no value continues from the run's last.pt up to the new epoch count
-    assert main(["train-ae", "--config", config, "--resume", *tiny_overrides(tiny_synthetic.root, tmp_path),
+    # a new run over the finished one is refused before anything is written
+    capsys.readouterr()
+    before = (run / "checkpoints" / "best.pt").read_bytes(), (run / "metrics.json").read_text()
+    assert main(["train-ae", "--config", config, *tiny_overrides(tiny_synthetic.root, tmp_path)]) == 2
+    assert "already holds checkpoints" in capsys.readouterr().err
+    assert ((run / "checkpoints" / "best.pt").read_bytes(), (run / "metrics.json").read_text()) == before
+    assert main(["train-ae", "--config", config, "--resume", "--overwrite"]) == 2
+
+    # --resume with no value continues from the run's last.pt up to the new epoch count; overrides may
+    # come before and after it
+    assert main(["train-ae", "--config", config, *tiny_overrides(tiny_synthetic.root, tmp_path), "--resume",
                  "train.epochs=3"]) == 0
     assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 3
     assert "resumed from" in capsys.readouterr().out
+    # a setting the restored state would not follow is refused, naming the key
+    assert main(["train-ae", "--config", config, "--resume", *tiny_overrides(tiny_synthetic.root, tmp_path),
+                 "train.epochs=3", "optim.lr=0.5"]) == 2
+    assert "resume cannot change optim.lr" in capsys.readouterr().err
+    # --overwrite starts afresh
+    assert main(["train-ae", "--config", config, "--overwrite", *tiny_overrides(tiny_synthetic.root, tmp_path),
+                 "train.epochs=1"]) == 0
+    assert [entry["epoch"] for entry in json.loads((run / "metrics.json").read_text())["history"]] == [1]
 
 
 def test_train_on_the_voc_tree_with_canvas(tiny_synthetic, tmp_path):
