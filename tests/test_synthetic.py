@@ -308,3 +308,26 @@ def test_invalid_arguments(tmp_path, kwargs):
 def test_render_invalid_size():
     with pytest.raises(ValueError, match="multiples of 16"):
         S.render_scene(np.random.default_rng(0), size=(100, 160))
+
+
+def test_writes_only_into_a_new_empty_or_own_folder(tmp_path):
+    from labelreg.config import config_from_dict
+    from labelreg.data.build import build_dataset
+
+    real = tmp_path / "real"
+    (real / "nyu").mkdir(parents=True)
+    (real / "nyu" / "nyu_depth_v2_labeled.mat").write_bytes(b"the real download")
+    cfg = config_from_dict({"data": {"dataset": "nyu", "root": str(real), "synthesize_if_missing": True,
+                                     "synth_labeled": 2, "synth_depth_only": 0, "synth_size": [32, 48]}})
+    with pytest.raises(ValueError, match=r"real holds files the synthetic generator did not write \(nyu\)"):
+        build_dataset(cfg.data, "train")
+    assert (real / "nyu" / "nyu_depth_v2_labeled.mat").read_bytes() == b"the real download"
+    assert sorted(p.name for p in real.iterdir()) == ["nyu"]
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        S.write_synthetic_dataset(tmp_path / "a_file", labeled=2, depth_only=0, size=(32, 48), progress=False)
+    # its own folder, even interrupted (no completion marker), is rewritten
+    own = S.write_synthetic_dataset(tmp_path / "own", labeled=2, depth_only=0, size=(32, 48), progress=False)
+    own.marker.unlink()
+    S.write_synthetic_dataset(tmp_path / "own", labeled=2, depth_only=0, size=(32, 48), progress=False)
+    assert S.dataset_exists(tmp_path / "own")

@@ -25,6 +25,37 @@ class SyntheticPaths:
     def marker(self) -> Path:
         return self.root / ".complete"
 
+    @property
+    def owner(self) -> Path:
+        """Written first and kept: this folder belongs to the generator, which may rewrite it."""
+        return self.root / OWNER_NAME
+
+
+OWNER_NAME = ".labelreg-synthetic"
+
+
+def check_writable_target(out) -> None:
+    """Refuse to write into a folder that holds anything the generator did not write.
+
+    Allowed: a new or empty folder, or one holding the generator's ownership file (or, for data
+    sets written before that file existed, its completion marker). Anything else (e.g. a real
+    NYUv2 download) is never overwritten.
+    """
+    p = synthetic_paths(out)
+    if not p.root.exists():
+        return
+    if not p.root.is_dir():
+        raise ValueError(f"{p.root} is a file, not a folder; choose another folder for the synthetic data set")
+    if p.owner.is_file() or p.marker.is_file():
+        return
+    entries = sorted(entry.name for entry in p.root.iterdir())
+    if entries:
+        shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+        raise ValueError(
+            f"{p.root} holds files the synthetic generator did not write ({shown}); it writes only into a new or "
+            f"empty folder or one marked as its own ({OWNER_NAME}), so nothing there is replaced. Point data.root "
+            "(or --out) at another folder, or set data.synthesize_if_missing=false to use the data that is there")
+
 
 def synthetic_paths(out) -> SyntheticPaths:
     """The paths of a synthetic dataset rooted at ``out`` (nothing is written)."""
@@ -126,7 +157,9 @@ def write_synthetic_dataset(out, *, labeled=300, depth_only=2000, size=(128, 160
     n_test = min(labeled - 1, max(1, int(round(labeled * test_fraction))))
 
     p = synthetic_paths(out)
+    check_writable_target(out)
     p.root.mkdir(parents=True, exist_ok=True)
+    p.owner.write_text("written by labelreg's synthetic data generator, which may rewrite this folder\n")
     if p.marker.exists():
         p.marker.unlink()  # from here on the dataset is incomplete
     p.depth_only_dir.mkdir(parents=True, exist_ok=True)
