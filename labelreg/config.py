@@ -332,8 +332,63 @@ def _nest(path: list[str], value: Any) -> dict:
     return nested
 
 
+def _check(condition: bool, key: str, value: Any, requirement: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}={value!r}: {requirement}")
+
+
+def _check_pair(key: str, value: list | None, *, integer: bool = False, ordered: bool = False) -> None:
+    """``value`` is None or two positive numbers (``ordered``: a range, low ≤ high)."""
+    if value is None:
+        return
+    kind = "integers" if integer else "numbers"
+    _check(len(value) == 2, key, value, f"give two {kind}, [height, width]" if integer else f"give two {kind}, [low, high]")
+    _check(all(item > 0 for item in value), key, value, f"both values must be positive {kind}")
+    if ordered:
+        _check(value[0] <= value[1], key, value, "the range must be [low, high] with low ≤ high")
+
+
+def validate(cfg: Config) -> Config:
+    """Value ranges and shapes the types alone do not catch (e.g. ``train.epochs=0``, ``crop_size=[64]``)."""
+    train, data, optim = cfg.train, cfg.data, cfg.optim
+    _check(train.epochs >= 1, "train.epochs", train.epochs, "must be at least 1")
+    _check(train.max_steps is None or train.max_steps >= 1, "train.max_steps", train.max_steps,
+           "must be at least 1, or null for no limit")
+    for key in ("eval_every", "log_every"):
+        _check(getattr(train, key) >= 1, f"train.{key}", getattr(train, key), "must be at least 1")
+    _check(train.images_to_log >= 0, "train.images_to_log", train.images_to_log, "must not be negative")
+    _check(train.best_mode in ("max", "min"), "train.best_mode", train.best_mode, "choose 'max' or 'min'")
+    _check(train.amp in ("none", "bf16", "fp16"), "train.amp", train.amp, "choose 'none', 'bf16' or 'fp16'")
+    for key in ("batch_size", "eval_batch_size"):
+        _check(getattr(data, key) >= 1, f"data.{key}", getattr(data, key), "must be at least 1")
+    _check(data.num_workers >= 0, "data.num_workers", data.num_workers, "must not be negative")
+    for key in ("train_limit", "val_limit"):
+        value = getattr(data, key)
+        _check(value is None or value >= 1, f"data.{key}", value, "must be at least 1, or null for all samples")
+    for key in ("crop_size", "eval_size", "canvas", "synth_size"):
+        _check_pair(f"data.{key}", getattr(data, key), integer=True)
+    for key in ("crop_area", "crop_aspect", "scale"):
+        _check_pair(f"data.{key}", getattr(data, key), ordered=True)
+    if data.crop_area is not None:  # above 1 only as the upper bound (thesis §3.5.1: 0.5 to 2.0, zooming out)
+        _check(data.crop_area[0] <= 1, "data.crop_area", data.crop_area,
+               "area fractions of the image: the low bound must lie in (0, 1]")
+    _check(optim.lr > 0, "optim.lr", optim.lr, "must be positive")
+    _check(all(value >= 0 for value in optim.group_lr.values()), "optim.group_lr", optim.group_lr,
+           "learning rates must not be negative")
+    _check(optim.weight_decay >= 0, "optim.weight_decay", optim.weight_decay, "must not be negative")
+    _check(0 <= optim.momentum < 1, "optim.momentum", optim.momentum, "must lie in [0, 1)")
+    _check(optim.gamma > 0, "optim.gamma", optim.gamma, "must be positive")
+    _check(optim.poly_power > 0, "optim.poly_power", optim.poly_power, "must be positive")
+    _check(optim.grad_clip is None or optim.grad_clip > 0, "optim.grad_clip", optim.grad_clip,
+           "must be positive, or null for no clipping")
+    _check(all(milestone >= 0 for milestone in optim.milestones), "optim.milestones", optim.milestones,
+           "epochs must not be negative")
+    return cfg
+
+
 def config_from_dict(values: dict, overrides: list[str] = ()) -> Config:
-    return _build(Config, apply_overrides(values, list(overrides)))
+    """A validated ``Config`` from plain data and ``key=value`` overrides."""
+    return validate(_build(Config, apply_overrides(values, list(overrides))))
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:

@@ -92,3 +92,27 @@ def test_depth_configs_build_their_model(path):
     with torch.device("meta"):  # architecture only: no memory, no arithmetic
         model = build_model(cfg, 40)
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs=0", r"train\.epochs=0: must be at least 1"),
+    ("train.epochs=-2", r"train\.epochs=-2: must be at least 1"),
+    ("train.max_steps=0", r"train\.max_steps=0: must be at least 1"),
+    ("train.eval_every=0", r"train\.eval_every=0: must be at least 1"),
+    ("train.log_every=0", r"train\.log_every=0: must be at least 1"),
+    ("data.crop_area=[2, 3]", r"data\.crop_area=\[2\.0, 3\.0\]: .*low bound must lie in \(0, 1\]"),
+    ("data.crop_area=[0.9, 0.1]", r"data\.crop_area=.*low ≤ high"),
+    ("data.crop_size=[64]", r"data\.crop_size=\[64\]: give two integers"),
+    ("data.eval_size=[64, 0]", r"data\.eval_size=\[64, 0\]: both values must be positive"),
+    ("data.batch_size=0", r"data\.batch_size=0"),
+    ("data.num_workers=-1", r"data\.num_workers=-1"),
+    ("optim.lr=0", r"optim\.lr=0\.0: must be positive"),
+    ("train.best_mode=best", r"train\.best_mode='best'"),
+])
+def test_value_ranges_and_shapes_are_checked_at_load_time(override, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({}, [override])
+
+
+def test_the_thesis_zoom_out_crop_area_is_valid():
+    assert config_from_dict({}, ["data.crop_area=[0.5, 2.0]"]).data.crop_area == [0.5, 2.0]
