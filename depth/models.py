@@ -199,10 +199,13 @@ class ZoomOutMultiTask(nn.Module):
         in_channels: channels of ``x``.
         taps: which taps to use (default all).
         grid_stride, hidden, dropout: see ``ZoomOutHead``.
+        normalize: both heads normalise the zoom-out features to zero mean and unit variance per
+            channel with fixed statistics (thesis §5.4.1, for ImageNet backbones), estimated by
+            ``calibrate`` before training; both heads read the same taps, so they share the values.
     """
 
     def __init__(self, backbone: Backbone, num_classes: int, *, in_channels: int = 3, taps: list[str] | None = None,
-                 grid_stride: int = 4, hidden: int = 1000, dropout: float = 0.0) -> None:
+                 grid_stride: int = 4, hidden: int = 1000, dropout: float = 0.0, normalize: bool = False) -> None:
         super().__init__()
         if in_channels != 3:
             adapt_input_channels(backbone, in_channels)
@@ -216,9 +219,27 @@ class ZoomOutMultiTask(nn.Module):
             raise ValueError(f"unknown tap(s) {unknown}; {type(backbone).__name__} has {backbone.tap_names}")
         tap_channels = {name: backbone.tap_channels[name] for name in names}
         self.heads = nn.ModuleDict({
-            task: ZoomOutHead(tap_channels, outputs, grid_stride=grid_stride, hidden=hidden, dropout=dropout)
+            task: ZoomOutHead(tap_channels, outputs, grid_stride=grid_stride, hidden=hidden, dropout=dropout,
+                              normalize=normalize)
             for task, outputs in (("seg", num_classes), ("depth", 1))
         })
+
+    @property
+    def normalize(self) -> bool:
+        return self.heads["seg"].normalize
+
+    @torch.no_grad()
+    def calibrate(self, inputs: Iterable[torch.Tensor]) -> None:
+        """Estimate the heads' feature normalisation from batches of inputs (B×in_channels×H×W), in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            self.heads["seg"].calibrate((self.backbone(x), grid_size(x.shape[-2:], self.grid_stride), None)
+                                        for x in inputs)
+        finally:
+            self.train(was_training)
+        for name in ("feature_mean", "feature_std"):
+            getattr(self.heads["depth"], name).copy_(getattr(self.heads["seg"], name))
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return _split_params(self, [self.backbone])
@@ -296,6 +317,28 @@ class TwoPartModel(nn.Module):
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return _split_params(self, [self.part1.backbone, self.part2.backbone])
 
+    @property
+    def normalize(self) -> bool:
+        return self.part1.normalize or self.part2.normalize
+
+    @torch.no_grad()
+    def calibrate(self, images: list[torch.Tensor]) -> None:
+        """Estimate both parts' feature normalisation from batches of normalised images (thesis §5.4.1):
+        part one from the images, then part two from its inputs built with the calibrated part one."""
+        was_training = self.training
+        self.eval()
+        try:
+            self.part1.calibrate(images)
+
+            def part2_inputs():
+                for x in images:
+                    first = self.part1(x)
+                    yield self.part2_input(x, first["depth"], first["seg"])
+
+            self.part2.calibrate(part2_inputs())
+        finally:
+            self.train(was_training)
+
     def forward(self, x: torch.Tensor, labeled: torch.Tensor | None = None) -> dict:
         """``labeled``: optional B bool, False for depth-only images (see ``part2_input``); None = all labeled."""
         first = self.part1(x)
@@ -327,13 +370,16 @@ def seg_to_depth(*, inputs: str, num_classes: int, pretrained_backbone: Any = No
 
 def twopart_densenet121(*, num_classes: int, pretrained_backbone: Any = None, freeze_bn: bool = False,
                         hidden: int = 1000, grid_stride: int = 4, backbone: str = "densenet121",
-                        backbone_options: Mapping[str, Any] | None = None, depth_input: str = "log") -> TwoPartModel:
+                        backbone_options: Mapping[str, Any] | None = None, depth_input: str = "log",
+                        normalize: bool = False) -> TwoPartModel:
     """§5.5.2.1's two-part model: two zoom-out DenseNet-121s (grid 1/4, 1000 hidden), both
-    starting from ``pretrained_backbone``; part two's extra input channels start at zero."""
+    starting from ``pretrained_backbone``; part two's extra input channels start at zero.
+    ``normalize``: fixed zoom-out feature normalisation in all four heads (``TwoPartModel.calibrate``)."""
     def part(in_channels: int) -> ZoomOutMultiTask:
         net = build_backbone(backbone, pretrained=pretrained_backbone, freeze_bn=freeze_bn,
                              **dict(backbone_options or {}))
-        return ZoomOutMultiTask(net, num_classes, in_channels=in_channels, grid_stride=grid_stride, hidden=hidden)
+        return ZoomOutMultiTask(net, num_classes, in_channels=in_channels, grid_stride=grid_stride, hidden=hidden,
+                                normalize=normalize)
 
     return TwoPartModel(part(3), part(4 + num_classes), depth_input=depth_input)
 

@@ -19,7 +19,7 @@ from labelreg.data.palette import IGNORE_INDEX
 from labelreg.data.sampling import MixedBatchSampler
 from labelreg.distributed import current
 from labelreg.engine import (Batch, Task, fit, load_checkpoint, make_loader, pad_collate, predict_batches,
-                             resolve_device, seed_everything, training_device)
+                             resolve_device, seed_everything, to_device, training_device)
 from labelreg.losses import masked_cross_entropy
 from labelreg.metrics import DepthMetrics, SegMetrics
 from labelreg.viz import save_png
@@ -193,6 +193,26 @@ def evaluate_depth(model: nn.Module, loader, device: torch.device, *, cfg: Confi
     return flat
 
 
+def calibrate_feature_normalisation(cfg: Config, model: nn.Module, dataset, task: Task, device: torch.device) -> None:
+    """Models with ``normalize`` (thesis §5.4.1): estimate the zoom-out feature statistics from
+    ``model.calibration_batches`` batches of training images, at the training size, drawn in an
+    order fixed by ``train.seed`` without touching any random state that training uses."""
+    if not getattr(model, "normalize", False):
+        return
+    size = tuple(cfg.data.crop_size) if cfg.data.crop_size else None
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.train.seed)).tolist()
+    step = cfg.data.batch_size
+    images = []
+    for start in range(0, min(len(order), cfg.model.calibration_batches * step), step):
+        batch = task.eval_augment(to_device(pad_collate([dataset[i] for i in order[start:start + step]]), device))
+        image = batch["image"]
+        if size is not None and tuple(image.shape[-2:]) != size:
+            image = F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
+        images.append(image)
+    model.calibrate(images)
+    print(f"[{cfg.name}] zoom-out feature normalisation estimated from {len(images)} batches")
+
+
 class PhasedBatchSampler:
     """Mixed labeled + depth-only batches for the first ``mixed_epochs`` epochs, then labeled only."""
 
@@ -274,6 +294,8 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
     val_loader = make_loader(val_set, batch_size=cfg.data.eval_batch_size, shuffle=False,
                              num_workers=cfg.data.num_workers, device=device)
     task = depth_task(cfg, model, num_classes, dataset_class_names(labeled), sampler)
+    if resume is None:  # a resumed model keeps the statistics of its checkpoint
+        calibrate_feature_normalisation(cfg, model, labeled, task, device)
     frames = "" if sampler is None else (f" + {len(train_loader.dataset) - len(labeled)} depth-only frames "
                                          f"for {cfg.depth.mixed_epochs} epochs")
     print(f"[{cfg.name}] {cfg.model.name} ({', '.join(loss_terms(cfg))}) on {len(labeled)} labeled{frames}, "
