@@ -136,9 +136,41 @@ def test_encoder_variant_regresses_conv1_and_conv3():
     torch.testing.assert_close(target[:, :32], torch.nn.functional.avg_pool2d(features["conv1"], 4))
     torch.nn.functional.mse_loss(out["aux_features"], target).backward()
     assert all(p.grad is None for p in model.encoder.parameters())
-    assert model.segmenter.head.first.weight.grad.abs().sum() > 0  # the zoom-out features get the signal
     with pytest.raises(ValueError, match="zoom-out segmenter"):
         EncoderRegularized(build_segmenter("pspnet_resnet50", num_classes=5), autoencoder)
+
+
+def test_encoder_regularizer_has_its_own_layer_on_the_zoom_out_features():
+    # Fig. 5.4: an auxiliary layer on the zoom-out features; the primary classifier gets no gradient
+    torch.manual_seed(0)
+    segmenter = build_segmenter("zoomout_densenet67", num_classes=5, normalize=True, scene=True, **TINY)
+    with torch.no_grad():  # non-trivial normalisation statistics, as calibration would set
+        segmenter.head.feature_mean.uniform_(-1, 1)
+        segmenter.head.feature_std.uniform_(0.5, 2)
+    model = EncoderRegularized(segmenter, trained_autoencoder()).train()
+    label = torch.randint(0, 5, (2, 64, 80))
+    out = model(torch.randn(2, 3, 64, 80))
+    torch.nn.functional.mse_loss(out["aux_features"], model.encoder_targets(label, (16, 20))).backward()
+    head = model.segmenter.head
+    assert all(p.grad is None or not p.grad.any() for p in [*head.first.parameters(), *head.rest.parameters()])
+    assert model.to_encoder.conv.weight.grad.abs().sum() > 0
+    assert model.segmenter.backbone.features.conv0.weight.grad.abs().sum() > 0
+    # the projected form equals a 1×1 conv over the literal, normalised concatenation
+    model = model.double().eval()
+    x = torch.randn(2, 3, 61, 77, dtype=torch.float64)
+    with torch.no_grad():
+        taps, grid, scene = model.segmenter.head_inputs(x)
+        concatenated = head.concatenated_features(taps, grid, scene)
+        normalised = (concatenated - head.feature_mean[:, None, None]) / head.feature_std[:, None, None]
+        literal = torch.nn.functional.conv2d(normalised, model.to_encoder.conv.weight, model.to_encoder.conv.bias)
+        assert concatenated.shape[1] == head.in_channels and literal.shape[-2:] == (16, 20)
+        torch.testing.assert_close(model(x)["aux_features"], literal, rtol=1e-10, atol=1e-10)
+
+
+def test_unfrozen_encoder_is_refused():
+    # the regression target would get gradients too: the encoder could collapse to zero activations
+    with pytest.raises(ValueError, match="regularizer.frozen"):
+        EncoderRegularized(tiny_segmenter(), trained_autoencoder(), frozen=False)
 
 
 def test_mse_auxiliary_loss_known_value():

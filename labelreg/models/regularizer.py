@@ -6,12 +6,14 @@ of the segmenter's feature maps, and the phase-one decoder turns that prediction
 into an auxiliary segmentation. The decoder is frozen — no parameter updates,
 BatchNorm in eval mode — yet gradients flow through it into the segmenter.
 
-``EncoderRegularized`` is the alternative of thesis Fig. 5.4: a 1×1 conv regresses
-the frozen encoder's conv1 and conv3 activations of the ground truth (both on the
-zoom-out grid, concatenated) from the segmenter's zoom-out features. The
-zoom-out features used are the first MLP layer's pre-activation
-(``features["zoomout_hidden"]``), a learned linear projection of the concatenated
-taps, since the concatenation itself is never built (see ``zoomout``).
+``EncoderRegularized`` is the alternative of thesis Fig. 5.4: an auxiliary 1×1 conv of its
+own (``ZoomOutProjection``) regresses the frozen encoder's conv1 and conv3 activations of
+the ground truth (both on the zoom-out grid, concatenated) from the segmenter's zoom-out
+features — the same taps, scene feature and normalisation as the primary head, in the
+same projected form (the concatenation is never built; see ``zoomout``), but none of the
+head's parameters: the auxiliary loss trains the backbone and this layer only. The encoder
+must stay frozen: its activations are the regression target, and a trainable target can
+collapse to zero.
 
 ``aux_crop`` (off by default, not in the thesis) trades the decoder branch's cost for
 noise: in training it decodes a random ``aux_crop``×``aux_crop``-cell window of the
@@ -32,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from labelreg.models.autoencoder import DOWNSAMPLING, LabelAutoencoder, one_hot_labels
-from labelreg.models.zoomout import resize_to_grid
+from labelreg.models.zoomout import ZoomOutProjection, ZoomOutSegmenter, resize_to_grid
 
 PROBE_SIZE = (128, 128)
 
@@ -162,31 +164,37 @@ def aux_target(outputs: dict, label: torch.Tensor) -> torch.Tensor:
 
 class EncoderRegularized(_Regularized):
     """``forward(x)`` → the segmenter's outputs plus ``aux_features`` (B×(c1+c3)×grid), the predicted
-    encoder activations; ``encoder_targets(label, grid)`` gives what they regress to."""
+    encoder activations; ``encoder_targets(label, grid)`` gives what they regress to.
+
+    ``frozen=False`` is refused: the target is the encoder's output, and training it with the
+    regression loss lets it shrink towards the prediction (all zeros fits everything).
+    """
 
     def __init__(self, segmenter: nn.Module, autoencoder: LabelAutoencoder, *, frozen: bool = True) -> None:
-        shapes = probe_features(segmenter)
-        if "zoomout_hidden" not in shapes:
-            raise ValueError("the encoder regularizer needs a zoom-out segmenter (features['zoomout_hidden'])")
+        if not isinstance(segmenter, ZoomOutSegmenter):
+            raise ValueError("the encoder regularizer needs a zoom-out segmenter (it reads the zoom-out features)")
+        if not frozen:
+            raise ValueError("regularizer.kind=encoder needs regularizer.frozen=true: a trainable encoder is also "
+                             "the regression target and can collapse to zero activations")
         super().__init__(segmenter, autoencoder.encoder, frozen)
         self.encoder = autoencoder.encoder
         self.num_classes = autoencoder.num_classes
         widths = [conv[0].out_channels for conv in self.encoder.convs]
-        self.to_encoder = nn.Conv2d(shapes["zoomout_hidden"][1], widths[0] + widths[2], 1)
+        self.to_encoder = ZoomOutProjection(segmenter.head, widths[0] + widths[2])
 
     def _frozen_part(self) -> nn.Module:
         return self.encoder
 
     def forward(self, x: torch.Tensor) -> dict:
-        outputs = self.segmenter(x)
-        outputs["aux_features"] = self.to_encoder(outputs["features"]["zoomout_hidden"])
+        outputs, (taps, grid, scene) = self.segmenter.forward_with_inputs(x)
+        outputs["aux_features"] = self.to_encoder(taps, grid, scene, *self.segmenter.head.normalisation())
         return outputs
 
     def encoder_targets(self, label: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """B×H×W ground truth → B×(c1+c3)×grid: encoder conv1 and conv3 activations resized to the grid."""
         height, width = label.shape[-2:]
         padded = F.pad(label, (0, -width % DOWNSAMPLING, 0, -height % DOWNSAMPLING), value=255)
-        with torch.set_grad_enabled(not self.frozen and torch.is_grad_enabled()):
+        with torch.no_grad():  # the frozen encoder's activations are a fixed target
             features = self.encoder.forward_features(one_hot_labels(padded, self.num_classes))
         conv1 = features["conv1"][..., :height, :width]
         conv3 = features["conv3"][..., : math.ceil(height / 4), : math.ceil(width / 4)]

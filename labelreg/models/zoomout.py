@@ -49,6 +49,56 @@ def grid_size(image_size: tuple[int, int], grid_stride: int) -> tuple[int, int]:
     return math.ceil(image_size[0] / grid_stride), math.ceil(image_size[1] / grid_stride)
 
 
+def feature_slices(tap_channels: Mapping[str, int], global_channels: int) -> Iterable[tuple[str, slice]]:
+    """(name, channel slice) of every part of the concatenated zoom-out feature, in order."""
+    start = 0
+    for name, channels in tap_channels.items():
+        yield name, slice(start, start + channels)
+        start += channels
+    if global_channels:
+        yield "global", slice(start, start + global_channels)
+
+
+def fold_normalisation(weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor | None,
+                       std: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """out×in weight and bias of a 1×1 conv applied to (x − mean) / std, as weight and bias acting on x."""
+    if mean is None:
+        return weight, bias
+    weight = weight / std
+    return weight, bias - weight @ mean
+
+
+def project_zoomout(taps: Mapping[str, torch.Tensor], grid: tuple[int, int], scene: torch.Tensor | None,
+                    weight: torch.Tensor, bias: torch.Tensor, tap_channels: Mapping[str, int],
+                    global_channels: int) -> torch.Tensor:
+    """A 1×1 conv (out×in ``weight``, ``bias``) over the concatenated zoom-out feature, B×out×grid, in the
+    projected form: each tap is projected at the coarser of its own and the grid resolution and resized,
+    the scene feature is projected once and broadcast, and the parts are summed (see the module docstring)."""
+    total = None
+    for name, part in feature_slices(tap_channels, global_channels):
+        w = weight[:, part]
+        if name == "global":
+            projected = (scene @ w.t())[:, :, None, None]  # B×out×1×1, broadcast over the grid
+        else:
+            x = taps[name]
+            if x.shape[-2] >= grid[0] and x.shape[-1] >= grid[1]:
+                x = resize_to_grid(x, grid)  # pool first: projecting is cheaper on the grid
+            # a 1×1 convolution rather than einsum: same numbers, but it keeps the memory format and
+            # skips the einsum's permuted output that later ops had to copy (bench profile, docs/bench.md)
+            projected = resize_to_grid(F.conv2d(x, w[:, :, None, None]), grid)
+        total = projected if total is None else total + projected
+    return total + bias[None, :, None, None]
+
+
+def concatenate_zoomout(taps: Mapping[str, torch.Tensor], grid: tuple[int, int], scene: torch.Tensor | None,
+                        tap_channels: Mapping[str, int], global_channels: int) -> torch.Tensor:
+    """The literal zoom-out feature, B×in×grid: every tap resized to the grid, the scene feature replicated."""
+    parts = [resize_to_grid(taps[name], grid) for name in tap_channels]
+    if global_channels:
+        parts.append(scene[:, :, None, None].expand(-1, -1, *grid))
+    return torch.cat(parts, dim=1)
+
+
 class ZoomOutHead(nn.Module):
     """Taps (+ optional B×G scene feature) → B×C×⌈H/g⌉×⌈W/g⌉ logits, computed in the projected form.
 
@@ -85,41 +135,19 @@ class ZoomOutHead(nn.Module):
 
     # -------------------------------------------------------------- the folded first layer
 
-    def _slices(self) -> Iterable[tuple[str, slice]]:
-        start = 0
-        for name, channels in self.tap_channels.items():
-            yield name, slice(start, start + channels)
-            start += channels
-        if self.global_channels:
-            yield "global", slice(start, start + self.global_channels)
+    def normalisation(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(mean, std) of the zoom-out features if this head normalises them, else (None, None)."""
+        return (self.feature_mean, self.feature_std) if self.normalize else (None, None)
 
     def _folded_weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         """First-layer weight (hidden×in) and bias with the normalisation folded in."""
-        weight = self.first.weight.flatten(1)
-        bias = self.first.bias
-        if self.normalize:
-            weight = weight / self.feature_std
-            bias = bias - weight @ self.feature_mean
-        return weight, bias
+        return fold_normalisation(self.first.weight.flatten(1), self.first.bias, *self.normalisation())
 
     def hidden_features(self, taps: Mapping[str, torch.Tensor], grid: tuple[int, int],
                         scene: torch.Tensor | None = None) -> torch.Tensor:
         """Pre-activation of the first MLP layer on the grid, B×hidden×grid (the projected form)."""
         weight, bias = self._folded_weight_and_bias()
-        total = None
-        for name, part in self._slices():
-            w = weight[:, part]
-            if name == "global":
-                projected = (scene @ w.t())[:, :, None, None]  # B×hidden×1×1, broadcast over the grid
-            else:
-                x = taps[name]
-                if x.shape[-2] >= grid[0] and x.shape[-1] >= grid[1]:
-                    x = resize_to_grid(x, grid)  # pool first: projecting is cheaper on the grid
-                # a 1×1 convolution rather than einsum: same numbers, but it keeps the memory format and
-                # skips the einsum's permuted output that later ops had to copy (bench profile, docs/bench.md)
-                projected = resize_to_grid(F.conv2d(x, w[:, :, None, None]), grid)
-            total = projected if total is None else total + projected
-        return total + bias[None, :, None, None]
+        return project_zoomout(taps, grid, scene, weight, bias, self.tap_channels, self.global_channels)
 
     def forward(self, taps: Mapping[str, torch.Tensor], grid: tuple[int, int],
                 scene: torch.Tensor | None = None) -> torch.Tensor:
@@ -131,10 +159,7 @@ class ZoomOutHead(nn.Module):
     def concatenated_features(self, taps: Mapping[str, torch.Tensor], grid: tuple[int, int],
                               scene: torch.Tensor | None = None) -> torch.Tensor:
         """The literal zoom-out feature, B×in_channels×grid (before normalisation)."""
-        parts = [resize_to_grid(taps[name], grid) for name in self.tap_channels]
-        if self.global_channels:
-            parts.append(scene[:, :, None, None].expand(-1, -1, *grid))
-        return torch.cat(parts, dim=1)
+        return concatenate_zoomout(taps, grid, scene, self.tap_channels, self.global_channels)
 
     def forward_literal(self, taps: Mapping[str, torch.Tensor], grid: tuple[int, int],
                         scene: torch.Tensor | None = None) -> torch.Tensor:
@@ -170,6 +195,37 @@ class ZoomOutHead(nn.Module):
             raise KeyError(f"zoom-out head expects taps {missing}; got {sorted(taps)}")
         if self.global_channels and scene is None:
             raise ValueError("this zoom-out head was built with a scene feature; pass scene=B×G")
+
+
+class ZoomOutProjection(nn.Module):
+    """A 1×1 conv over a zoom-out head's (normalised) concatenated features, in the projected form.
+
+    An auxiliary layer of its own on the zoom-out features, e.g. the encoder regularizer's of thesis
+    Fig. 5.4 ("An auxiliary layer attempts to predict the encoder zoom-out features from the CNN zoom-out
+    features at the corresponding spatial location", §5.3.3). It reads the same taps, grid, scene feature
+    and normalisation statistics as ``head`` but shares none of its parameters, so a loss on its output
+    trains the backbone and this layer, never the head. ``forward_literal`` builds the concatenation.
+    """
+
+    def __init__(self, head: ZoomOutHead, out_channels: int) -> None:
+        super().__init__()
+        self.tap_channels = dict(head.tap_channels)
+        self.global_channels = head.global_channels
+        self.conv = nn.Conv2d(head.in_channels, out_channels, 1)
+
+    def forward(self, taps: Mapping[str, torch.Tensor], grid: tuple[int, int], scene: torch.Tensor | None = None,
+                mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> torch.Tensor:
+        """B×out×grid; ``mean``/``std`` (the head's ``normalisation()``) normalise the features first."""
+        weight, bias = fold_normalisation(self.conv.weight.flatten(1), self.conv.bias, mean, std)
+        return project_zoomout(taps, grid, scene, weight, bias, self.tap_channels, self.global_channels)
+
+    def forward_literal(self, taps: Mapping[str, torch.Tensor], grid: tuple[int, int],
+                        scene: torch.Tensor | None = None, mean: torch.Tensor | None = None,
+                        std: torch.Tensor | None = None) -> torch.Tensor:
+        features = concatenate_zoomout(taps, grid, scene, self.tap_channels, self.global_channels)
+        if mean is not None:
+            features = (features - mean[:, None, None]) / std[:, None, None]
+        return self.conv(features)
 
 
 class ZoomOutSegmenter(nn.Module):
@@ -221,12 +277,17 @@ class ZoomOutSegmenter(nn.Module):
         return taps, grid_size(x.shape[-2:], self.grid_stride), scene
 
     def forward(self, x: torch.Tensor) -> dict:
+        return self.forward_with_inputs(x)[0]
+
+    def forward_with_inputs(self, x: torch.Tensor) -> tuple[dict, tuple[dict[str, torch.Tensor], tuple[int, int],
+                                                                      torch.Tensor | None]]:
+        """``forward``'s outputs and the head's inputs (taps, grid, scene), for auxiliary layers on them."""
         taps, grid, scene = self.head_inputs(x)
         self.head._check_inputs(taps, scene)
         hidden = self.head.hidden_features(taps, grid, scene)
         logits = self.head.rest(hidden)
         seg = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return {"seg": seg, "features": {**taps, "zoomout_hidden": hidden}}
+        return {"seg": seg, "features": {**taps, "zoomout_hidden": hidden}}, (taps, grid, scene)
 
     @torch.no_grad()
     def calibrate(self, images: Iterable[torch.Tensor]) -> None:
