@@ -46,7 +46,13 @@ def autoencoder_from_checkpoint(checkpoint: dict, source: str, num_classes: int 
                                 default_variant: str = "128") -> LabelAutoencoder:
     """The phase-one autoencoder in a loaded ``train-ae`` checkpoint: class count from its weights,
     variant from its config. ``source`` names the file in errors."""
-    stored = checkpoint["model"]["decoder.classifier.weight"].shape[0]
+    weights = checkpoint.get("model") if isinstance(checkpoint, dict) else None
+    if not isinstance(weights, dict) or "decoder.classifier.weight" not in weights:
+        task = checkpoint.get("config", {}).get("task") if isinstance(checkpoint, dict) else None
+        raise ConfigError(f"{source} is not a label-autoencoder checkpoint (it holds "
+                          f"{'a ' + repr(task) + ' model' if task else 'no autoencoder weights'}); give a phase-one "
+                          "train-ae checkpoint, e.g. runs/<ae run>/checkpoints/best.pt")
+    stored = weights["decoder.classifier.weight"].shape[0]
     if num_classes is not None and stored != num_classes:
         raise ConfigError(f"{source} was trained on {stored} classes, the data set has {num_classes}")
     variant = checkpoint.get("config", {}).get("model", {}).get("variant", default_variant)

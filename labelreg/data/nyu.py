@@ -95,6 +95,10 @@ def load_class_mapping(path: str | Path) -> tuple[np.ndarray, list[str]]:
     return lut, names
 
 
+def _first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0]
+
+
 def _valid_depth(depth: np.ndarray) -> np.ndarray:
     """float32 metres with non-finite or non-positive readings set to 0 (= invalid)."""
     depth = depth.astype(np.float32, copy=False)
@@ -131,6 +135,8 @@ class NYUv2Labeled(Dataset):
         elif split in _SPLIT_KEYS:
             splits_path = Path(splits_path) if splits_path else self.mat_path.parent / "splits.mat"
             mat_indices = load_splits(splits_path)[split]
+            if not mat_indices.size:
+                raise ValueError(f"{splits_path}: split {split!r} ({_SPLIT_KEYS[split]}) lists no images")
             bad = mat_indices[(mat_indices < 0) | (mat_indices >= n)]
             if bad.size:
                 raise ValueError(f"{splits_path}: {_SPLIT_KEYS[split]} holds index {bad[0] + 1} "
@@ -162,13 +168,17 @@ class NYUv2Labeled(Dataset):
         path = self.mat_path
         if not path.is_file():
             raise FileNotFoundError(f"NYUv2 labeled file not found: {path}")
-        if not h5py.is_hdf5(str(path)):
-            raise ValueError(f"{path}: not a MATLAB v7.3/HDF5 file (expected nyu_depth_v2_labeled.mat)")
-        with h5py.File(path, "r") as f:
-            missing = [k for k in ("images", "depths", "labels") if k not in f]
-            if missing:
-                raise ValueError(f"{path}: dataset(s) {missing} missing")
-            images, depths, labels = f["images"].shape, f["depths"].shape, f["labels"].shape
+        try:
+            if not h5py.is_hdf5(str(path)):
+                raise ValueError(f"{path}: not a MATLAB v7.3/HDF5 file (expected nyu_depth_v2_labeled.mat)")
+            with h5py.File(path, "r") as f:
+                missing = [k for k in ("images", "depths", "labels") if k not in f]
+                if missing:
+                    raise ValueError(f"{path}: dataset(s) {missing} missing")
+                images, depths, labels = f["images"].shape, f["depths"].shape, f["labels"].shape
+        except OSError as error:
+            raise ValueError(f"{path}: cannot read this HDF5 file ({_first_line(error)}); it is truncated, corrupt "
+                             "or unreadable: download or generate it again") from None
         if len(images) != 4 or images[1] != 3:
             raise ValueError(f"{path}: images must be N×3×W×H, got shape {images}")
         n, _, w, h = images
@@ -203,10 +213,15 @@ class NYUv2Labeled(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         index = index % len(self)
         i = int(self.mat_indices[index])
-        f = self._file()
-        image = np.ascontiguousarray(f["images"][i].transpose(0, 2, 1))  # 3×W×H → 3×H×W
-        raw = np.ascontiguousarray(f["labels"][i].T).astype(np.int64)
-        depth = _valid_depth(np.ascontiguousarray(f["depths"][i].T))
+        try:
+            f = self._file()
+            image = np.ascontiguousarray(f["images"][i].transpose(0, 2, 1))  # 3×W×H → 3×H×W
+            raw = np.ascontiguousarray(f["labels"][i].T).astype(np.int64)
+            depth = _valid_depth(np.ascontiguousarray(f["depths"][i].T))
+        except OSError as error:
+            raise ValueError(f"{self.mat_path}: cannot read image {i + 1} (1-based; {self.split}[{index}]): "
+                             f"{_first_line(error)}; the file is truncated or corrupt: download or generate it "
+                             "again") from None
 
         too_big = raw >= len(self.lut)
         if too_big.any():
@@ -276,11 +291,15 @@ class NYUv2DepthOnly(Dataset):
     def _read_h5(self, path: Path, index: int) -> tuple[np.ndarray, np.ndarray]:
         if not path.is_file():
             raise FileNotFoundError(f"depth frame {index} missing: {path}")
-        with h5py.File(path, "r") as f:  # one small file per frame: open per access, fork-safe
-            for key in ("rgb", "depth"):
-                if key not in f:
-                    raise ValueError(f"{path} (index {index}): dataset {key!r} missing")
-            rgb, depth = f["rgb"][()], f["depth"][()]
+        try:
+            with h5py.File(path, "r") as f:  # one small file per frame: open per access, fork-safe
+                for key in ("rgb", "depth"):
+                    if key not in f:
+                        raise ValueError(f"{path} (index {index}): dataset {key!r} missing")
+                rgb, depth = f["rgb"][()], f["depth"][()]
+        except OSError as error:
+            raise ValueError(f"{path} (depth-only frame {index}): cannot read it ({_first_line(error)}); the file "
+                             "is truncated or corrupt: replace or remove it") from None
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[0] != 3:
             raise ValueError(f"{path} (index {index}): rgb must be 3×H×W uint8, "
                              f"got {rgb.dtype} {rgb.shape}")
@@ -295,13 +314,22 @@ class NYUv2DepthOnly(Dataset):
         for p in (rgb_path, depth_path):
             if not p.is_file():
                 raise FileNotFoundError(f"depth-only pair {index} of {self.root}: missing {p}")
-        with Image.open(rgb_path) as im:
-            rgb = np.array(im.convert("RGB")).transpose(2, 0, 1)
-        with Image.open(depth_path) as im:
-            if not re.fullmatch(r"I(;16.*)?", im.mode):
-                raise ValueError(f"{depth_path} (index {index}): depth PNG must be 16-bit, "
-                                 f"got mode {im.mode!r} (8-bit PNGs cannot hold depth)")
-            depth = np.array(im).astype(np.float32) / self.depth_scale
+        try:
+            with Image.open(rgb_path) as im:
+                rgb = np.array(im.convert("RGB")).transpose(2, 0, 1)
+        except OSError as error:
+            raise ValueError(f"{rgb_path} (depth-only pair {index}): cannot read the image ({_first_line(error)}); "
+                             "it is truncated or corrupt: replace it or drop it from the list") from None
+        try:
+            with Image.open(depth_path) as im:
+                if not re.fullmatch(r"I(;16.*)?", im.mode):
+                    raise ValueError(f"{depth_path} (index {index}): depth PNG must be 16-bit, "
+                                     f"got mode {im.mode!r} (8-bit PNGs cannot hold depth)")
+                depth = np.array(im).astype(np.float32) / self.depth_scale
+        except OSError as error:
+            raise ValueError(f"{depth_path} (depth-only pair {index}): cannot read the depth PNG "
+                             f"({_first_line(error)}); it is truncated or corrupt: replace it or drop it from the "
+                             "list") from None
         if depth.shape != rgb.shape[1:]:
             raise ValueError(f"index {index}: size mismatch, {rgb_path} is {rgb.shape[1:]} "
                              f"but {depth_path} is {depth.shape}")

@@ -64,12 +64,21 @@ def _check_values(label: np.ndarray, path: Path) -> None:
                          f"outside 0..{len(VOC_CLASSES) - 1} and not {IGNORE_INDEX}")
 
 
-def read_label_png(path: Path) -> np.ndarray:
+def _unreadable(path: Path, error: OSError, what: str, where: str = "") -> ValueError:
+    first = (str(error).splitlines() or [type(error).__name__])[0]
+    return ValueError(f"{where}{path}: cannot read the {what} ({first}); it is truncated or corrupt: replace it "
+                      "(or remove its id from the split list)")
+
+
+def read_label_png(path: Path, where: str = "") -> np.ndarray:
     """A palette ("P") or grey ("L") PNG → H×W uint8 class indices (not colours)."""
-    with Image.open(path) as im:
-        if im.mode not in ("P", "L"):
-            raise ValueError(f"{path}: label PNGs must be palette/indexed; got {im.mode}")
-        label = np.array(im)  # for mode "P" this is the palette index per pixel
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("P", "L"):
+                raise ValueError(f"{path}: label PNGs must be palette/indexed; got {im.mode}")
+            label = np.array(im)  # for mode "P" this is the palette index per pixel
+    except OSError as error:
+        raise _unreadable(path, error, "label PNG", where) from None
     _check_values(label, path)
     return label
 
@@ -122,6 +131,9 @@ class VOCSegmentation(Dataset):
             self.ids = sorted(ids - set(_read_ids(lists / "val.txt")))
         else:
             raise ValueError(f"split must be train, val, trainval or trainaug, got {split!r}")
+        if not self.ids:
+            listed = lists / f"{split}.txt" if split != "trainaug" else f"{lists} and {self.sbd}"
+            raise ValueError(f"split {split!r} lists no images ({listed}); check the split name and its list file")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -146,9 +158,13 @@ class VOCSegmentation(Dataset):
         index = index % len(self)
         name = self.ids[index]
         image_path, label_path = self._paths(name, index)
-        label = read_sbd_mat(label_path) if label_path.suffix == ".mat" else read_label_png(label_path)
-        with Image.open(image_path) as im:
-            image = np.array(im.convert("RGB"))
+        where = f"{self.split}[{index}] ({name}): "
+        label = read_sbd_mat(label_path) if label_path.suffix == ".mat" else read_label_png(label_path, where)
+        try:
+            with Image.open(image_path) as im:
+                image = np.array(im.convert("RGB"))
+        except OSError as error:
+            raise _unreadable(image_path, error, "image", where) from None
         if image.shape[:2] != label.shape:
             raise ValueError(f"index {index}: image {image_path} is {image.shape[:2]} but "
                              f"label {label_path} is {label.shape}")

@@ -59,10 +59,15 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, t
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from labelreg.engine import safe_load
+
+    state = safe_load(path, "pretrained backbone weights")
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
+    if not isinstance(state, Mapping) or not all(torch.is_tensor(value) for value in state.values()):
+        raise ValueError(f"{path} is not a state dict of tensors (it holds a {type(state).__name__}); give the "
+                         "backbone's weights as a .pth of name → tensor, e.g. torch.save(model.state_dict(), path)")
     return dict(state), str(path)
 
 
