@@ -113,7 +113,10 @@ class JointAugment(torch.nn.Module):
       clamped aspect ratio (torchvision's rule). Boxes are sub-pixel, not rounded to
       integers. The thesis phrases both recipes this way: "a crop of random size in
       the (0.08 to 1.0) [§5.4.1] / 0.5 to 2.0 [§3.5.1] range of the original size and
-      a random aspect ratio of 3/4 to 4/3". When the upper bound exceeds 1 (§3.5.1),
+      a random aspect ratio of 3/4 to 4/3 of the original aspect ratio" — torchvision's
+      documentation wording, whose code (and this) draws the crop's own width/height
+      ratio, so the crop resized to a square is distorted by at most 4/3. When the
+      upper bound exceeds 1 (§3.5.1),
       a box larger than the image can only be sampled if boxes may extend past it, so
       then the first draw is always used and placed like a scale-jitter window below
       (padding outside the image); torchvision's rejection rule would instead never
