@@ -206,7 +206,22 @@ def default_loss_weights(cfg: Config, model: nn.Module) -> dict[str, float]:
     return {**defaults, **cfg.train.loss_weights}
 
 
+def check_training_settings(cfg: Config) -> None:
+    """Settings that would train something other than the thesis describes, refused before any work.
+
+    A random decoder (``regularizer.random_init``) is the Table 5.2 ablation, which the thesis trains
+    unfrozen (§5.4.2: "train from scratch with an unfrozen, randomly initialized decoder"); frozen, it
+    would be a fixed random projection, not an ablation of phase one. Only training checks this:
+    evaluation rebuilds a checkpoint's branch with ``random_init`` because the weights come from it.
+    """
+    reg = cfg.regularizer
+    if reg.kind != "none" and reg.random_init and reg.frozen:
+        raise ConfigError("regularizer.random_init=true needs regularizer.frozen=false: the thesis' random-decoder "
+                          "ablation trains the decoder (§5.4.2)")
+
+
 def train(cfg: Config, resume: str | Path | None = None) -> dict:
+    check_training_settings(cfg)
     seed_everything(cfg.train.seed)
     device = training_device(cfg)
     train_set, val_set, train_loader, val_loader = build_train_val_loaders(cfg.data, seed=cfg.train.seed, device=device)

@@ -75,7 +75,7 @@ TABLES: dict[str, list[Row]] = {
         Row("DenseNet-67 zoom-out", True, "Unfrozen Decoder", "zoomout-densenet67_voc12_256_flipcrop.yaml", 60.2,
             "128", decoder("regularizer.frozen=false")),
         Row("DenseNet-67 zoom-out", True, "Random Init. Decoder", "zoomout-densenet67_voc12_256_flipcrop.yaml", 58.8,
-            None, decoder("regularizer.random_init=true", "regularizer.variant=128")),
+            None, decoder("regularizer.random_init=true", "regularizer.frozen=false", "regularizer.variant=128")),
     ],
     "5.3": [
         Row("VGG-16 zoom-out", False, "none", "zoomout-vgg16_voc12_256_imagenet.yaml", 67.1),

@@ -223,3 +223,62 @@ def test_tap_prefers_a_1_16_feature_over_a_coarser_pyramid_pooling_output():
     os16 = {"layer2": (1, 512, 16, 16), "layer3": (1, 1024, 8, 8), "layer4": (1, 2048, 8, 8),
             "ppm": (1, 4096, 8, 8), "zoomout_hidden": (1, 16, 32, 32)}
     assert choose_tap({k: torch.Size(v) for k, v in os16.items()}) == "ppm"
+
+
+# ---------------------------------------------------------------------------- Table 5.2's random decoder
+def _thesis_tables():
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("thesis_tables", CONFIGS.parent / "scripts" / "thesis_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script executes
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_random_init_row_trains_an_unfrozen_random_decoder():
+    # §5.4.2: "if we skip the first phase, and train from scratch with an unfrozen, randomly initialized
+    # decoder, the accuracy gain disappears"
+    from labelreg.config import load_config
+
+    tables = _thesis_tables()
+    row = next(row for row in tables.TABLES["5.2"] if row.regularizer == "Random Init. Decoder")
+    cfg = load_config(tables.CONFIGS / row.config, list(row.overrides))
+    assert cfg.regularizer.random_init and not cfg.regularizer.frozen and row.variant is None
+
+
+def test_a_frozen_random_decoder_is_refused_before_training():
+    from labelreg.config import ConfigError, load_config
+    from labelreg.train_seg import train
+
+    cfg = load_config(CONFIGS / "zoomout-densenet67_voc12_256.yaml",
+                      ["regularizer.kind=decoder", "regularizer.random_init=true", "data.root=/nonexistent"])
+    with pytest.raises(ConfigError, match=r"regularizer\.random_init.*regularizer\.frozen"):
+        train(cfg)  # refused before any data is read
+
+
+@pytest.mark.parametrize("random_init", [False, True])
+def test_regularized_checkpoints_rebuild_for_evaluation(random_init, tmp_path):
+    # evaluation rebuilds the branch with random_init (weights come from the checkpoint) whatever `frozen`
+    # says: both a phase-one run (frozen) and the random-decoder ablation (unfrozen) must load
+    from labelreg.config import load_config
+    from labelreg.evaluation import segmenter_from_checkpoint
+    from labelreg.train_seg import build_model
+
+    overrides = ["regularizer.kind=decoder", "regularizer.variant=32", "model.options.hidden=16",
+                 "model.options.backbone_options={growth_rate: 8, block_config: [1, 1, 1, 1], stem_channels: [8, 8, 8]}"]
+    overrides += (["regularizer.random_init=true", "regularizer.frozen=false"] if random_init
+                  else [f"regularizer.autoencoder={tmp_path / 'ae.pt'}"])
+    if not random_init:
+        from labelreg.engine import save_checkpoint
+
+        save_checkpoint(tmp_path / "ae.pt", {"model": trained_autoencoder(21).state_dict(),
+                                             "config": {"task": "autoencoder", "model": {"variant": "32"}}})
+    cfg = load_config(CONFIGS / "zoomout-densenet67_voc12_256.yaml", overrides)
+    model = build_model(cfg, 21)
+    checkpoint = {"model": model.state_dict()}
+    for with_regularizer in (True, False):
+        rebuilt = segmenter_from_checkpoint(load_config(CONFIGS / "zoomout-densenet67_voc12_256.yaml", overrides),
+                                            checkpoint, 21, with_regularizer=with_regularizer)
+        assert isinstance(rebuilt, DecoderRegularized) == with_regularizer
