@@ -116,11 +116,11 @@ class JointAugment(torch.nn.Module):
       a random aspect ratio of 3/4 to 4/3 of the original aspect ratio" — torchvision's
       documentation wording, whose code (and this) draws the crop's own width/height
       ratio, so the crop resized to a square is distorted by at most 4/3. When the
-      upper bound exceeds 1 (§3.5.1),
-      a box larger than the image can only be sampled if boxes may extend past it, so
-      then the first draw is always used and placed like a scale-jitter window below
-      (padding outside the image); torchvision's rejection rule would instead never
-      sample an area above 1 and make the range effectively 0.5–1.0.
+      upper bound exceeds 1 (§3.5.1), a box larger than the image can only be sampled
+      if boxes may extend past it, so then the first draw is always used and placed
+      like a scale-jitter window below (padding outside the image); torchvision's
+      rejection rule would instead never sample an area above 1 and make the range
+      effectively 0.5–1.0.
     - else ``scale`` set: scale jitter — resize by s ~ U(scale), then a window of
       ``out_size`` at a uniform position; i.e. a source box of out_size/s, which
       may extend past the image (padding: image 0, label 255, depth 0).
