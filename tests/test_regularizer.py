@@ -282,3 +282,19 @@ def test_regularized_checkpoints_rebuild_for_evaluation(random_init, tmp_path):
         rebuilt = segmenter_from_checkpoint(load_config(CONFIGS / "zoomout-densenet67_voc12_256.yaml", overrides),
                                             checkpoint, 21, with_regularizer=with_regularizer)
         assert isinstance(rebuilt, DecoderRegularized) == with_regularizer
+
+
+def test_dagger_rows_use_the_mse_loss_and_its_own_weight_and_the_table_says_what_differs():
+    from labelreg.config import load_config
+    from labelreg.train_seg import default_loss_weights
+
+    tables = _thesis_tables()
+    dagger = [row for row in tables.TABLES["5.1"] if row.regularizer.startswith("Decoder") and "†" in row.regularizer]
+    assert len(dagger) == 2
+    for row in dagger:
+        cfg = load_config(tables.CONFIGS / row.config, [*row.overrides, "regularizer.autoencoder=x.pt"])
+        assert cfg.regularizer.loss == "mse" and default_loss_weights(cfg, None)["aux"] == 1.0
+        assert "Fig. 5.5" in row.differs
+    table = tables.format_table("5.1", [(row, None) for row in dagger], demo=False)
+    assert table.splitlines()[2].endswith("| differs from the thesis |")
+    assert table.splitlines()[4].endswith(f"| {tables.MSE_WEIGHT} |")
