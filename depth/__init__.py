@@ -1,4 +1,4 @@
-"""Depth and joint depth + segmentation on NYUv2 (thesis §5.5, SPEC §7).
+"""Depth and joint depth + segmentation on NYUv2 (thesis §5.5).
 
 ``depth.models`` holds the networks: ``SegToDepth`` (Table 5.5), ``ZoomOutMultiTask`` and
 ``TwoPartModel`` (§5.5.2, Table 5.6), built by name with ``build_depth_model``.

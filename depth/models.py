@@ -1,4 +1,4 @@
-"""Depth and joint depth + segmentation networks (thesis §5.5, SPEC §7).
+"""Depth and joint depth + segmentation networks (thesis §5.5).
 
 - ``SegToDepth`` (Table 5.5): dilated ResNet-50 + pyramid pooling regressing depth from a
   one-hot segmentation, an RGB image, or both.
@@ -273,7 +273,7 @@ class TwoPartModel(nn.Module):
     Their depth still flows back through part one's depth head and both backbones. Samples are
     independent only without training-mode BatchNorm (``freeze_bn``, §3.5.1): batch statistics
     couple them otherwise.
-    Training supervises all four outputs (SPEC §7). The single-part baseline of Table 5.6
+    Training supervises all four outputs (§5.5.2.1: four losses). The single-part baseline of Table 5.6
     is this same model supervised only on ``seg`` / ``depth`` (part two) — a loss choice,
     not a different network.
 

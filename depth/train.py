@@ -145,8 +145,9 @@ def evaluate_depth(model: nn.Module, loader, device: torch.device, *, cfg: Confi
     ``depth.eval_protocol`` (see ``eval_input_size``): by default the model reads every image resized to
     the training size and its predictions are upsampled to the ground truth's size (depth bilinearly,
     segmentation logits bilinearly before the argmax), so the metrics count every ground-truth pixel.
-    The result holds the sizes of the last batch: ``input_height/width`` (what the model read) and
-    ``target_height/width`` (the ground truth the metrics used); a line says the protocol.
+    The result holds the sizes of the last batch: ``protocol/input_height``, ``…/input_width`` (what the
+    model read) and ``protocol/target_height``, ``…/target_width`` (the ground truth the metrics used);
+    a printed line says the protocol.
     """
     depth_metrics = DepthMetrics(min_depth=cfg.depth.min_depth, max_depth=cfg.depth.max_depth,
                                  eigen_crop=cfg.depth.eigen_crop, device=device)
@@ -180,8 +181,8 @@ def evaluate_depth(model: nn.Module, loader, device: torch.device, *, cfg: Confi
             for key, value in result[aggregation].items()}
     if seen:
         (in_h, in_w), (gt_h, gt_w) = seen["input"], seen["target"]
-        flat.update(input_height=float(in_h), input_width=float(in_w), target_height=float(gt_h),
-                    target_width=float(gt_w))
+        flat.update({"protocol/input_height": float(in_h), "protocol/input_width": float(in_w),
+                     "protocol/target_height": float(gt_h), "protocol/target_width": float(gt_w)})
         how = ("inputs resized to the training size" if cfg.depth.eval_protocol == "train_size"
                else "inputs at the evaluation size")
         print(f"[{cfg.name}] depth eval protocol {cfg.depth.eval_protocol}: {how}, the model read {in_h}×{in_w}, "

@@ -63,15 +63,15 @@ def test_default_protocol_reads_training_size_and_scores_full_ground_truth(capsy
     rmse = math.sqrt(((depth[valid] - 2.0) ** 2).mean().item())  # every full-size valid pixel counts
     assert metrics["pixel_rmse"] == pytest.approx(rmse, rel=1e-5)
     assert metrics["pixel_acc"] == pytest.approx((label == 1).float().mean().item())  # seg argmax at full size
-    assert (metrics["input_height"], metrics["input_width"]) == TRAIN
-    assert (metrics["target_height"], metrics["target_width"]) == GT
+    assert (metrics["protocol/input_height"], metrics["protocol/input_width"]) == TRAIN
+    assert (metrics["protocol/target_height"], metrics["protocol/target_width"]) == GT
     assert "train_size" in printed and "8×12" in printed and "16×24" in printed
 
 
 def test_full_protocol_reads_the_evaluation_image(capsys):
     model, metrics, depth, _, printed = run(cfg_for(eval_protocol="full"), capsys)
     assert model.sizes == [GT]
-    assert (metrics["input_height"], metrics["input_width"]) == GT and "full" in printed
+    assert (metrics["protocol/input_height"], metrics["protocol/input_width"]) == GT and "full" in printed
     valid = depth > 0
     assert metrics["pixel_rmse"] == pytest.approx(math.sqrt(((depth[valid] - 2.0) ** 2).mean().item()), rel=1e-5)
 
