@@ -84,13 +84,14 @@ class OptimConfig:
 
 @dataclass
 class RegularizerConfig:
-    """Phase two (SPEC §4): an auxiliary branch through the phase-one autoencoder."""
+    """Phase two (thesis §5.3.3, §5.4): an auxiliary branch through the phase-one autoencoder."""
 
     kind: str = "none"  # "none" | "decoder" | "encoder" (thesis Fig. 5.1 / Fig. 5.4)
     autoencoder: str | None = None  # phase-one checkpoint (runs/<ae>/checkpoints/best.pt)
-    random_init: bool = False  # ablation: skip phase one, use a randomly initialised decoder/encoder
+    # ablation (Table 5.2): skip phase one, train a randomly initialised decoder; training requires frozen: false
+    random_init: bool = False
     variant: str = "128"  # autoencoder variant when random_init (otherwise the checkpoint's)
-    frozen: bool = True  # ablation: False trains the decoder/encoder too
+    frozen: bool = True  # ablation: False trains the decoder too (refused for the encoder, a regression target)
     loss: str = "ce"  # decoder branch: "ce" against the labels, or "mse" between softmax and one-hot
     # weight of the auxiliary loss term "aux"; None: the loss's default (train_seg.DECODER_AUX_WEIGHTS:
     # CE 0.5, the thesis' best; "†" MSE 1.0, ours — the thesis' value is only in its Fig. 5.5)

@@ -1,5 +1,5 @@
 """Train a segmenter from ``labelreg.models.MODELS`` (`labelreg train-seg`), optionally with the
-phase-two label-structure regularizer (``regularizer`` config section, SPEC §4)."""
+phase-two label-structure regularizer (``regularizer`` config section; thesis §5.3.3, §5.4)."""
 from __future__ import annotations
 
 import json

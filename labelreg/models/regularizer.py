@@ -1,4 +1,4 @@
-"""Phase two: label-structure regularization through the phase-one autoencoder (thesis §5.3.3, SPEC §4).
+"""Phase two: label-structure regularization through the phase-one autoencoder (thesis §5.3.3, §5.4).
 
 ``DecoderRegularized`` wraps any segmenter from ``MODELS`` without editing it: a new
 1×1 conv predicts the decoder's input (the label code, 1/16 of the image) from one

@@ -1,6 +1,6 @@
 """Zoom-out head: classify every cell of a coarse grid from features tapped at many depths.
 
-Thesis §3.3 / SPEC §1. The literal model resizes every tap to the grid (1/4 or
+Thesis §3.3, §3.5. The literal model resizes every tap to the grid (1/4 or
 1/8 of the input), concatenates them (plus an optional scene feature replicated
 over the grid), optionally normalises each channel to zero mean and unit
 variance, and applies a 3-layer MLP of 1×1 convolutions.
