@@ -11,6 +11,13 @@ Conventions (the same as torchvision's references):
 - The training order depends only on ``(train.seed, epoch)``: every rank takes every
   ``world_size``-th sample of the same permutation, so a 2-process run with batch 2 sees
   the same global batches as a 1-process run with batch 4.
+- Augmentation is not shared: the engine reseeds ``Task.rank_generators`` from
+  ``(train.seed, epoch, rank)`` every epoch, so each rank draws its own crops and flips
+  (reproducibly; rank 0 draws the single-process stream), while ``Task.generators`` (a batch
+  sampler every rank must run identically) and the loader's generator get ``(train.seed, epoch)``.
+- What a 2 × 2 run shares with a 1 × 4 run, and what it does not (BatchNorm statistics,
+  augmentation, per-rank loss means), is spelled out in the README and tested in
+  ``tests/test_distributed.py``.
 - Evaluation shards the data without padding (rank r takes samples r, r+W, …) and the
   metrics all-reduce their sums, so every sample counts once.
 - Only rank 0 writes logs, TensorBoard, checkpoints and metrics; every rank reads the
@@ -133,6 +140,31 @@ def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str,
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     tensor /= dist.get_world_size()
     return dict(zip(names, tensor.tolist()))
+
+
+def collective_device() -> torch.device:
+    """Where tensors for collectives must live: this rank's GPU under NCCL, else the CPU (gloo)."""
+    if current().enabled and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum of ``tensor`` over all ranks, on ``tensor``'s device (``tensor`` itself when not distributed)."""
+    if not current().enabled:
+        return tensor
+    total = tensor.to(collective_device(), copy=True)
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total.to(tensor.device)
+
+
+def broadcast_flag(flag: bool) -> bool:
+    """Rank 0's ``flag`` on every rank, so that all ranks take the same branch around a collective."""
+    if not current().enabled:
+        return flag
+    value = torch.tensor([int(flag)], device=collective_device())
+    dist.broadcast(value, src=0)
+    return bool(value.item())
 
 
 def all_ranks_true(flag: torch.Tensor) -> torch.Tensor:

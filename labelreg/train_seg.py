@@ -161,16 +161,46 @@ def segmentation_task(cfg: Config, model: nn.Module, class_names: list[str],
 
 
 def asymmetric_weights(cfg: Config, train_set, num_classes: int) -> torch.Tensor:
-    """Inverse class frequencies of the training labels, computed once and stored in the run directory."""
+    """Inverse class frequencies of the training labels, counted once and stored in the run directory.
+
+    The frequencies cover the whole training set also under torchrun (each rank counts its shard,
+    the counts are summed over the ranks), so every rank trains with the same weights. Rank 0 writes
+    ``class_frequencies.json`` atomically; every rank then reads it (and reads it again on resume).
+    """
+    import os
+
+    from labelreg.data.palette import IGNORE_INDEX
+    from labelreg.distributed import all_reduce_sum, barrier, broadcast_flag, current
+
     path = cfg.run_dir / "class_frequencies.json"
-    if path.is_file():
-        frequencies = torch.tensor(json.loads(path.read_text())["frequencies"], dtype=torch.float64)
-    else:
-        loader = make_loader(train_set, batch_size=cfg.data.eval_batch_size, shuffle=False,
+    if not broadcast_flag(path.is_file()):  # rank 0 decides, so every rank joins the sum below or none does
+        loader = make_loader(train_set, batch_size=cfg.data.eval_batch_size, shuffle=False,  # sharded under DDP
                              num_workers=cfg.data.num_workers)
-        frequencies = class_frequencies((batch["label"] for batch in loader), num_classes)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"frequencies": frequencies.tolist()}, indent=1))
+        labels = [batch["label"] for batch in loader]
+        valid = sum(int((label != IGNORE_INDEX).sum()) for label in labels)
+        counts = torch.zeros(num_classes, dtype=torch.int64)
+        if valid:  # class_frequencies checks the label ids; fraction × pixels gives back the integer counts
+            counts = (class_frequencies(labels, num_classes) * valid).round().long()
+        counts = all_reduce_sum(counts)
+        if int(counts.sum()) == 0:
+            raise ValueError("no labeled pixels in the training set: cannot compute class frequencies")
+        if current().is_main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            try:
+                temporary.write_text(json.dumps({"frequencies": (counts.double() / counts.sum()).tolist(),
+                                                 "pixels": counts.tolist()}, indent=1))
+                os.replace(temporary, path)
+            finally:
+                temporary.unlink(missing_ok=True)
+        barrier()  # the file is complete before any rank reads it
+    try:
+        frequencies = torch.tensor(json.loads(path.read_text())["frequencies"], dtype=torch.float64)
+        if frequencies.shape != (num_classes,) or not bool(((frequencies >= 0) & (frequencies <= 1)).all()):
+            raise ValueError(f"expected {num_classes} fractions between 0 and 1, got {frequencies.tolist()[:8]}…")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise RuntimeError(f"cannot read class frequencies {path}: {type(error).__name__}: {error}; delete the file "
+                           "to count them again from the training labels") from error
     return inverse_frequency_weights(frequencies)
 
 
