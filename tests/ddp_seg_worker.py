@@ -1,0 +1,49 @@
+"""``labelreg.train_seg.train`` as `labelreg train-seg` runs it, recording what each rank's task got;
+run by test_distributed.py under torchrun (or alone).
+
+    python tests/ddp_seg_worker.py RECORD_DIR CONFIG [key=value ...]
+
+Writes ``RECORD_DIR/rank<R>.json``: the class weights handed to the task (``train.loss=asymmetric``)
+and, for every training step, the first three numbers the augmentation generator is about to draw
+(equal numbers on two ranks would mean equal crops and flips).
+"""
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from labelreg import train_seg
+from labelreg.config import load_config
+from labelreg.distributed import cleanup, current
+
+
+def main(record_dir: str, config: str, overrides: list[str]) -> None:
+    record = {"class_weights": None, "next_draws": []}
+    build_task = train_seg.segmentation_task
+
+    def recording_task(cfg, model, class_names, class_weights=None, *args, **kwargs):
+        task = build_task(cfg, model, class_names, class_weights, *args, **kwargs)
+        record["class_weights"] = None if class_weights is None else class_weights.tolist()
+        augment = task.augment
+
+        def peeking_augment(batch):
+            peek = torch.Generator()
+            peek.set_state(augment.generator.get_state())
+            record["next_draws"].append(torch.rand(3, generator=peek, dtype=torch.float64).tolist())
+            return augment(batch)
+
+        task.augment = peeking_augment
+        return task
+
+    train_seg.segmentation_task = recording_task
+    train_seg.train(load_config(config, overrides))
+    Path(record_dir).mkdir(parents=True, exist_ok=True)
+    (Path(record_dir) / f"rank{current().rank}.json").write_text(json.dumps(record))
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1], sys.argv[2], sys.argv[3:])
+    finally:
+        cleanup()
