@@ -176,11 +176,11 @@ def asymmetric_weights(cfg: Config, train_set, num_classes: int) -> torch.Tensor
     if not broadcast_flag(path.is_file()):  # rank 0 decides, so every rank joins the sum below or none does
         loader = make_loader(train_set, batch_size=cfg.data.eval_batch_size, shuffle=False,  # sharded under DDP
                              num_workers=cfg.data.num_workers)
-        labels = [batch["label"] for batch in loader]
-        valid = sum(int((label != IGNORE_INDEX).sum()) for label in labels)
         counts = torch.zeros(num_classes, dtype=torch.int64)
-        if valid:  # class_frequencies checks the label ids; fraction × pixels gives back the integer counts
-            counts = (class_frequencies(labels, num_classes) * valid).round().long()
+        for batch in loader:  # one batch in memory at a time
+            valid = int((batch["label"] != IGNORE_INDEX).sum())
+            if valid:  # class_frequencies checks the label ids; fraction × pixels gives back the integer counts
+                counts += (class_frequencies([batch["label"]], num_classes) * valid).round().long()
         counts = all_reduce_sum(counts)
         if int(counts.sum()) == 0:
             raise ValueError("no labeled pixels in the training set: cannot compute class frequencies")
