@@ -1,4 +1,4 @@
-"""``labelreg.train_seg.train`` as `labelreg train-seg` runs it, recording what each rank's task got;
+"""`labelreg train-seg` (the command line's own ``main``), recording what each rank's task got;
 run by test_distributed.py under torchrun (or alone).
 
     python tests/ddp_seg_worker.py RECORD_DIR CONFIG [key=value ...]
@@ -8,17 +8,18 @@ and, for every training step, the first three numbers the augmentation generator
 (equal numbers on two ranks would mean equal crops and flips).
 """
 import json
+import os
 import sys
 from pathlib import Path
 
 import torch
 
 from labelreg import train_seg
-from labelreg.config import load_config
-from labelreg.distributed import cleanup, current
+from labelreg.cli import main as labelreg_main
+from labelreg.distributed import cleanup
 
 
-def main(record_dir: str, config: str, overrides: list[str]) -> None:
+def main(record_dir: str, config: str, overrides: list[str]) -> int:
     record = {"class_weights": None, "next_draws": []}
     build_task = train_seg.segmentation_task
 
@@ -36,14 +37,16 @@ def main(record_dir: str, config: str, overrides: list[str]) -> None:
         task.augment = peeking_augment
         return task
 
-    train_seg.segmentation_task = recording_task
-    train_seg.train(load_config(config, overrides))
+    train_seg.segmentation_task = recording_task  # train_seg.train looks it up when it runs
+    code = labelreg_main(["train-seg", "--config", config, *overrides])
     Path(record_dir).mkdir(parents=True, exist_ok=True)
-    (Path(record_dir) / f"rank{current().rank}.json").write_text(json.dumps(record))
+    rank = os.environ.get("RANK", "0")  # main has left the process group by now
+    (Path(record_dir) / f"rank{rank}.json").write_text(json.dumps(record))
+    return code
 
 
 if __name__ == "__main__":
     try:
-        main(sys.argv[1], sys.argv[2], sys.argv[3:])
+        sys.exit(main(sys.argv[1], sys.argv[2], sys.argv[3:]))
     finally:
         cleanup()
