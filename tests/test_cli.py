@@ -140,14 +140,26 @@ def test_phase_two_train_eval_export(tiny_synthetic, tmp_path, capsys):
     assert "--aux needs" in capsys.readouterr().err
 
 
+def untrained_autoencoder(path, variant="32"):
+    """A phase-one checkpoint without the training (a random init is enough to train through it)."""
+    from labelreg.engine import save_checkpoint
+    from labelreg.models.autoencoder import LabelAutoencoder
+
+    save_checkpoint(path, {"model": LabelAutoencoder(40, variant).state_dict(),
+                           "config": {"task": "autoencoder", "model": {"variant": variant}}})
+    return path
+
+
 @pytest.mark.parametrize("overrides", [
-    ["regularizer.kind=encoder", "regularizer.random_init=true", "regularizer.variant=32"],
+    ["regularizer.kind=encoder", "regularizer.autoencoder=AE"],  # the encoder stays frozen: a real phase one
     ["regularizer.kind=decoder", "regularizer.random_init=true", "regularizer.frozen=false", "regularizer.loss=mse"],
     ["model.freeze_backbone_epochs=1", "train.epochs=2"],
-    ["regularizer.kind=decoder", "regularizer.random_init=true", "regularizer.variant=32", "regularizer.aux_crop=2"],
+    ["regularizer.kind=decoder", "regularizer.random_init=true", "regularizer.frozen=false", "regularizer.variant=32",
+     "regularizer.aux_crop=2"],
 ], ids=["encoder", "unfrozen-random-mse", "staged-freezing", "decoder-crop"])
 def test_regularizer_variants_train(tiny_synthetic, tmp_path, overrides):
     seg_config = str(CONFIGS / "demo" / "zoomout-densenet67-tiny_synth-nyu40.yaml")
+    overrides = [item.replace("=AE", f"={untrained_autoencoder(tmp_path / 'ae.pt')}") for item in overrides]
     assert main(["train-seg", "--config", seg_config, *tiny_overrides(tiny_synthetic.root, tmp_path), TINY_SEG,
                  "train.epochs=1", *overrides]) == 0
     history = json.loads((tmp_path / "tiny" / "metrics.json").read_text())["history"]
@@ -161,6 +173,9 @@ def test_regularizer_config_errors(tiny_synthetic, tmp_path, capsys):
     assert "regularizer.autoencoder must name" in capsys.readouterr().err
     assert main(["train-seg", "--config", seg_config, *base, "regularizer.kind=magic"]) == 2
     assert "regularizer.kind='magic'" in capsys.readouterr().err
-    for bad in (["regularizer.kind=encoder", "regularizer.aux_crop=4"], ["regularizer.kind=decoder", "regularizer.aux_crop=0"]):
-        assert main(["train-seg", "--config", seg_config, *base, "regularizer.random_init=true", *bad]) == 2
+    autoencoder = untrained_autoencoder(tmp_path / "ae.pt")
+    for bad in (["regularizer.kind=encoder", f"regularizer.autoencoder={autoencoder}", "regularizer.aux_crop=4"],
+                ["regularizer.kind=decoder", "regularizer.random_init=true", "regularizer.frozen=false",
+                 "regularizer.aux_crop=0"]):
+        assert main(["train-seg", "--config", seg_config, *base, *bad]) == 2
         assert "regularizer.aux_crop=" in capsys.readouterr().err
