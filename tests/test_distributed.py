@@ -16,13 +16,19 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def clean_env():
+    """This environment for a fresh torchrun job (one thread per process, no inherited rank)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    return env
+
+
 def launch(out, batch, epochs, processes=1, resume=False):
     command = [str(WORKER), str(out), str(batch), str(epochs), *(["--resume"] if resume else [])]
     if processes > 1:
         command = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *command]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)
+    env = clean_env()
     done = subprocess.run([sys.executable, *command], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return load_checkpoint(Path(out) / "ddp" / "checkpoints" / "last.pt"), done
@@ -78,9 +84,7 @@ def seg_overrides(root, out, batch):
 
 
 def torchrun(arguments, processes=2, timeout=300):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)
+    env = clean_env()
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            f"--nproc_per_node={processes}", *map(str, arguments)],
                           env=env, capture_output=True, text=True, timeout=timeout)
@@ -177,21 +181,22 @@ def test_a_killed_rank_stops_the_whole_job_within_seconds(tmp_path):
     import signal
     import time
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)
+    env = clean_env()
+    errors = open(tmp_path / "stderr.txt", "w")
     job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                             str(WORKER), str(tmp_path), "2", "100000"], env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True)
+                           stderr=errors)
     log = tmp_path / "ddp" / "train.log"
+    started = []
     try:
         deadline = time.monotonic() + 120
-        while not (log.is_file() and log.read_text().count("\n") >= 1):  # both ranks are in the training loop
-            assert job.poll() is None and time.monotonic() < deadline, "the job did not start training"
+        while not (log.is_file() and "epoch 1/" in log.read_text()):  # both ranks are in the training loop
+            assert job.poll() is None, (tmp_path / "stderr.txt").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the job did not start training"
             time.sleep(0.2)
-        ranks = {rank_of(pid): pid for pid in descendants(job.pid) if rank_of(pid) is not None}
+        started = descendants(job.pid)
+        ranks = {rank_of(pid): pid for pid in started if rank_of(pid) is not None}
         assert sorted(ranks) == [0, 1], ranks
-        ranks = [ranks[0], ranks[1]]
         os.kill(ranks[1], signal.SIGKILL)
         killed = time.monotonic()
         code = job.wait(timeout=60)
@@ -199,18 +204,31 @@ def test_a_killed_rank_stops_the_whole_job_within_seconds(tmp_path):
         assert elapsed < 30, f"torchrun took {elapsed:.1f} s to stop the job"  # 1.5 s measured
         assert code != 0
         time.sleep(0.5)
-        assert not [pid for pid in ranks if alive(pid)]
-    finally:
-        if job.poll() is None:
-            job.kill()
-            job.wait()
+        assert not [pid for pid in started if alive(pid)]  # torchrun left no process behind
+    finally:  # should an assertion have failed: end what this test started, and only that
+        job.kill()
+        job.wait()
+        for pid in started:
+            if alive(pid) and str(tmp_path) in command_line(pid):
+                os.kill(pid, signal.SIGKILL)
+        errors.close()
 
 
 def descendants(pid):
     children = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children += [int(child) for child in (task / "children").read_text().split()]
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children += [int(child) for child in (task / "children").read_text().split()]
+    except OSError:  # gone meanwhile
+        pass
     return children + [grandchild for child in children for grandchild in descendants(child)]
+
+
+def command_line(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def rank_of(pid):
