@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -130,7 +129,7 @@ def _class_query_box(sample: dict, image: str, name: str, names: list[str], data
 def cmd_query(args: argparse.Namespace) -> None:
     """Nearest regions in label space (thesis §5.4.3): table on stdout, JSON and a picture grid."""
     from labelreg.data.build import build_dataset, dataset_class_names, dataset_num_classes
-    from labelreg.engine import load_checkpoint, resolve_device, run_directory
+    from labelreg.engine import load_checkpoint, resolve_device, run_directory, write_json
     from labelreg.introspect import (find_sample, image_source, index_description, label_source, open_index,
                                      query_figure, run_query)
 
@@ -183,10 +182,9 @@ def cmd_query(args: argparse.Namespace) -> None:
     stem = f"{query_kind}_{args.image[0]}" + (f"_and_{len(args.image) - 1}_more" if len(args.image) > 1 else "")
     out_json = Path(args.json) if args.json else folder / f"{stem}.json"
     out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps({"index": str(index.path), "metric": args.metric, "pooling": args.pooling,
-                                    "query_split": args.split, "reference_split": args.reference_split,
-                                    "reference_from": reference_kind,
-                                    "results": [result.as_dict() for result, _ in results]}, indent=2))
+    write_json(out_json, {"index": str(index.path), "metric": args.metric, "pooling": args.pooling,
+                          "query_split": args.split, "reference_split": args.reference_split,
+                          "reference_from": reference_kind, "results": [result.as_dict() for result, _ in results]})
     figure = query_figure(results, reference, Path(args.figure) if args.figure else folder / f"{stem}.png",
                           titles=[query_kind] * len(results),
                           labels_of=sources["images"].predict if args.overlay == "predictions" else None)
