@@ -297,3 +297,24 @@ def test_an_unreadable_class_frequencies_file_fails_naming_the_file(tmp_path, te
     path.write_text(text)
     with pytest.raises(RuntimeError, match=f"cannot read class frequencies {path}.*delete the file"):
         asymmetric_weights(cfg, Labels([torch.zeros(2, 2).long()]), 3)
+
+
+def test_trainers_give_augmentation_per_rank_generators_and_keep_batch_samplers_shared():
+    """The augmentation generator of every trainer is reseeded per rank; the depth trainer's mixed batch
+    sampler, which every rank must run identically, is not."""
+    from types import SimpleNamespace
+
+    from depth.train import depth_task
+    from labelreg import train_ae, train_cls, train_seg
+    from labelreg.config import Config
+
+    cfg, model = Config(name="x", task="segmentation"), torch.nn.Identity()
+    cfg.data.crop_size = [32, 32]
+    mixed = SimpleNamespace(generator=torch.Generator())  # the phased sampler's mixed batches
+    tasks = {"seg": train_seg.segmentation_task(cfg, model, ["a", "b"]), "ae": train_ae.build_task(cfg, model, ["a"]),
+             "cls": train_cls.build_task(cfg, model, 2),
+             "depth": depth_task(cfg, model, 2, ["a", "b"], SimpleNamespace(mixed=mixed))}
+    for name, task in tasks.items():
+        assert len(task.rank_generators) == 1 and task.rank_generators[0] is task.augment.generator, name
+        assert not any(generator is task.augment.generator for generator in task.generators), name
+    assert len(tasks["depth"].generators) == 1 and tasks["depth"].generators[0] is mixed.generator
