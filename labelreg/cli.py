@@ -323,7 +323,11 @@ def error_message(error: BaseException) -> str:
             return (f"permission denied or read-only file system: {path}; make it writable/readable or set "
                     "output_dir= to a writable folder")
         return f"{path}: {error.strerror or error}"
-    return str(error)
+    message = str(error)
+    if "\nOriginal Traceback" in message:  # raised in a DataLoader worker: the original error is the last line
+        last = message.strip().splitlines()[-1]
+        message = last.split(": ", 1)[1] if ": " in last else last
+    return message
 
 
 # what a command may raise for bad input (config, files, data, disk): one line and exit code 2, no traceback

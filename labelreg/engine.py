@@ -185,7 +185,11 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except (OSError, RuntimeError) as error:
+    except OSError as error:
+        raise _write_failed(error, path) from error
+    except RuntimeError as error:  # torch's stream writer reports a failed write (e.g. a full disk) this way
+        if "write" not in str(error).lower():
+            raise
         raise _write_failed(error, path) from error
     finally:
         temporary.unlink(missing_ok=True)

@@ -55,13 +55,16 @@ def voc_copy(tiny_synthetic, tmp_path):
     return root
 
 
-def test_truncated_jpeg_names_the_file_and_index(tiny_synthetic, tmp_path, capsys):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_truncated_jpeg_names_the_file_and_index(tiny_synthetic, tmp_path, capsys, workers):
     root = voc_copy(tiny_synthetic, tmp_path)
     first = (root / "VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt").read_text().split()[0]
     jpeg = root / "VOCdevkit/VOC2012/JPEGImages" / f"{first}.jpg"
     jpeg.write_bytes(jpeg.read_bytes()[:300])
+    # in a DataLoader worker too, where torch wraps the error in the worker's traceback
     assert main(["train-ae", "--config", AE_CONFIG, *tiny(root, tmp_path / "runs", "data.dataset=voc",
-                                                          "data.val_split=val", "data.canvas=[64,80]")]) == 2
+                                                          "data.val_split=val", "data.canvas=[64,80]"),
+                 f"data.num_workers={workers}"]) == 2
     err = error_line(capsys)
     assert f"({first}): {jpeg}: cannot read the image" in err and "truncated" in err
 
