@@ -59,7 +59,7 @@ def per_sample_seg_gradients(model, forward, losses, batch):
 
 
 @pytest.mark.parametrize("config", ["twopart-densenet121_nyu40.yaml", "twopart-densenet121-single_nyu40.yaml",
-                                    "twopart-densenet121-single-noseg_nyu40.yaml"])
+                                    "twopart-densenet121-single-2xseg_nyu40.yaml"])
 def test_depth_only_samples_do_not_reach_segmentation_heads(config):
     cfg, model, forward, losses, batch = trained_tiny_twopart(config, ["model.pretrained_backbone=null"])
     assert cfg.model.freeze_bn  # the recipe's setting: no batch statistics couple the samples
