@@ -356,3 +356,19 @@ def test_depth_only_errors(tmp_path: Path) -> None:
     (tmp_path / "blank.txt").write_text("# nothing\n\n")
     with pytest.raises(ValueError, match=r"blank\.txt: list .* is empty"):
         NYUv2DepthOnly(tmp_path / "blank.txt")
+
+
+def test_empty_split_and_unreadable_files_name_the_file(nyu_dir: Path, tmp_path: Path) -> None:
+    write_splits(nyu_dir / "splits.mat", train=[], test=[2])
+    with pytest.raises(ValueError, match=r"splits\.mat: split 'train' \(trainNdxs\) lists no images"):
+        NYUv2Labeled(nyu_dir / "nyu_depth_v2_labeled.mat", "train")
+    mat = nyu_dir / "nyu_depth_v2_labeled.mat"
+    mat.write_bytes(mat.read_bytes()[:1024])  # truncated download
+    with pytest.raises(ValueError, match=rf"{re.escape(str(mat))}: cannot read this HDF5 file .*truncated"):
+        NYUv2Labeled(mat, "test")
+    frames_dir = tmp_path / "frames"
+    frames_dir.mkdir()
+    write_h5_frame(frames_dir / "a.h5", np.zeros((3, H, W), np.uint8), np.ones((H, W), np.float32))
+    (frames_dir / "a.h5").write_bytes((frames_dir / "a.h5").read_bytes()[:600])
+    with pytest.raises(ValueError, match=r"a\.h5 \(depth-only frame 0\): cannot read it .*truncated"):
+        NYUv2DepthOnly(frames_dir)[0]
