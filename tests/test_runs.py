@@ -32,8 +32,10 @@ def test_a_new_run_refuses_a_folder_with_checkpoints(tmp_path):
     assert (cfg.run_dir / "checkpoints" / "best.pt").read_bytes() == best
     assert (cfg.run_dir / "metrics.json").read_text() == metrics
     assert not (cfg.run_dir / ".lock").exists()  # released after the refusal
-    # an explicit overwrite starts afresh: the old checkpoints, metrics and log are gone first
+    # an explicit overwrite starts afresh: whatever the old run left is gone first
+    (cfg.run_dir / "class_frequencies.json").write_text("{}")  # a cache computed from the earlier run's data
     with claim_run_directory(cfg.run_dir, overwrite=True):
+        assert [p.name for p in cfg.run_dir.iterdir()] == [".lock"]
         _, _, state = run(tmp_path, "done", epochs=2)
     assert state.epoch == 2 and len(json.loads((cfg.run_dir / "metrics.json").read_text())["history"]) == 2
     assert len((cfg.run_dir / "train.log").read_text().splitlines()) == 2
@@ -166,3 +168,21 @@ def test_metrics_json_is_strict_json(tmp_path, monkeypatch):
 
     summary = json.loads((cfg.run_dir / "metrics.json").read_text(), parse_constant=refuse)
     assert summary["last"]["val/odd"] is None and summary["last"]["val/mse"] == 1.0
+
+
+def test_a_demo_stage_can_be_run_again(tmp_path):
+    """The demo overwrites its own stages, so `labelreg demo` can be re-run (scripts pass --resume instead)."""
+    from labelreg.demo import DEMO_AE_CONFIG, _train_stage
+    from labelreg.engine import fit, make_loader
+    from test_engine import Points, Regressor, make_task
+
+    def trainer(cfg):
+        task = make_task(Regressor())
+        task.evaluate = lambda model, loader, device: {"miou": 0.5}
+        fit(cfg, task, make_loader(Points(), batch_size=5, shuffle=True, num_workers=0),
+            make_loader(Points(), batch_size=8, shuffle=False, num_workers=0), device=torch.device("cpu"))
+
+    for epochs in (2, 1):
+        cfg, checkpoint, best, _ = _train_stage(DEMO_AE_CONFIG, "ae", tmp_path, tmp_path / "data",
+                                                [f"train.epochs={epochs}", "train.loss_weights={}"], trainer)
+        assert best == {"miou": 0.5} and len(checkpoint["history"]) == epochs
