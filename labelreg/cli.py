@@ -40,13 +40,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.overrides)
     if cfg.task != task:
         raise ConfigError(f"{args.config} has task={cfg.task!r}; labelreg {args.command} trains task={task!r}")
-    from labelreg.engine import claim_run_directory
+    from labelreg.engine import claim_run_directory, run_directory
 
-    if args.overwrite and (args.resume or args.resume_from):
-        raise ConfigError("give either --overwrite (start the run afresh) or --resume/--resume-from, not both")
+    # --resume-from a checkpoint of another run starts this run from it (so this folder must be free, or --overwrite)
+    resume_here = args.resume or (args.resume_from is not None
+                                  and run_directory(args.resume_from) == cfg.run_dir.resolve())
+    if args.overwrite and resume_here:
+        raise ConfigError("--overwrite deletes the run's checkpoints, --resume continues from them: give one of them")
     train = importlib.import_module(module).train
     # held until the run ends: refuses a second process, and a finished run unless --resume or --overwrite
-    with claim_run_directory(cfg.run_dir, resume=bool(args.resume or args.resume_from), overwrite=args.overwrite):
+    with claim_run_directory(cfg.run_dir, resume=resume_here, overwrite=args.overwrite):
         resume = args.resume_from
         if args.resume:
             candidate = cfg.run_dir / "checkpoints" / "last.pt"

@@ -236,7 +236,6 @@ def run_directory(checkpoint_path: str | Path) -> Path:
 # other two back in line with last.pt on resume.
 
 LOCK_NAME = ".lock"
-RUN_OUTPUTS = ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.json", "train.log", "tb")
 _HELD: dict[Path, "RunLock"] = {}
 
 
@@ -337,7 +336,8 @@ def claim_run_directory(run_dir: str | Path, *, resume: bool = False, overwrite:
     """Hold ``run_dir`` for this process (rank 0 only under torchrun) for the ``with`` block.
 
     Refuses a run directory that already holds checkpoints unless ``resume`` (continue it) or
-    ``overwrite`` (delete its checkpoints, metrics, log and TensorBoard events first). Nested
+    ``overwrite`` (first delete everything in it: checkpoints, metrics, logs, TensorBoard events,
+    evaluations and caches such as class frequencies). Nested
     claims of the same folder in one process (the CLI, then ``fit``) are free.
     """
     key = Path(run_dir).resolve()
@@ -357,13 +357,14 @@ def claim_run_directory(run_dir: str | Path, *, resume: bool = False, overwrite:
                 raise RunDirectoryError(
                     f"{run_dir} already holds checkpoints ({', '.join(existing)}); pass --resume to continue that "
                     "run, --overwrite to replace it, or choose another name=/output_dir=")
-            for name in RUN_OUTPUTS:
-                target = Path(run_dir) / name
-                if target.is_dir():
+            for target in Path(run_dir).iterdir():  # everything the earlier run left, e.g. cached class frequencies
+                if target.name == LOCK_NAME:
+                    continue
+                if target.is_dir() and not target.is_symlink():
                     shutil.rmtree(target)
                 else:
-                    target.unlink(missing_ok=True)
-            print(f"--overwrite: removed the earlier run's checkpoints, metrics, log and TensorBoard events in {run_dir}")
+                    target.unlink()
+            print(f"--overwrite: removed everything the earlier run left in {run_dir}")
         yield lock
     finally:
         del _HELD[key]
@@ -769,7 +770,9 @@ def fit(cfg: Config, task: Task, train_loader: DataLoader, val_loader: DataLoade
     The run directory is claimed for the whole run (``claim_run_directory``): a fresh run refuses a
     folder that holds checkpoints (the CLI's ``--overwrite`` claims it first to replace them).
     """
-    with claim_run_directory(cfg.run_dir, resume=resume is not None):
+    # continuing this run's own checkpoint may write over its files; a checkpoint from elsewhere starts a new run
+    resume_here = resume is not None and run_directory(resume) == Path(cfg.run_dir).resolve()
+    with claim_run_directory(cfg.run_dir, resume=resume_here):
         return _fit(cfg, task, train_loader, val_loader, device=device, resume=resume)
 
 

@@ -39,6 +39,10 @@ def test_a_new_run_refuses_a_folder_with_checkpoints(tmp_path):
         _, _, state = run(tmp_path, "done", epochs=2)
     assert state.epoch == 2 and len(json.loads((cfg.run_dir / "metrics.json").read_text())["history"]) == 2
     assert len((cfg.run_dir / "train.log").read_text().splitlines()) == 2
+    # continuing another run's checkpoint here would clobber this run too
+    other, _, _ = run(tmp_path, "other", epochs=1)
+    with pytest.raises(RunDirectoryError, match="already holds checkpoints"):
+        run(tmp_path, "done", epochs=2, resume=other.run_dir / "checkpoints" / "last.pt")
 
 
 HOLD = textwrap.dedent("""
