@@ -196,7 +196,9 @@ class TrainConfig:
     best_metric: str = "miou"
     best_mode: str = "max"  # "max" | "min"
     loss_weights: dict[str, float] = field(default_factory=dict)  # weight per named loss term (default 1)
-    loss: str = "ce"  # segmentation: "ce" | "asymmetric" (weighted by inverse class frequency, eq. 3.3.1)
+    # segmentation: "ce" | "asymmetric" (1/f_c-weighted, divided by the valid pixels, eq. 3.3.1)
+    # | "asymmetric_weighted_mean" (divided by the summed weights, as torch's weighted mean)
+    loss: str = "ce"
     images_to_log: int = 4
 
 

@@ -11,8 +11,9 @@ disk is never overwritten by a bad one).
 Under torchrun the model is wrapped in DistributedDataParallel, every rank trains on
 its share of each global batch and only rank 0 writes (see :mod:`labelreg.distributed`).
 
-Exact resume: the shuffling order and the device augmentation draw from
-generators reseeded from ``(seed, epoch)`` at the start of every epoch, and the
+Exact resume: the shuffling order draws from generators reseeded from ``(seed, epoch)``
+and the device augmentation from ``(seed, epoch, rank)`` at the start of every epoch (each
+rank its own augmentation, rank 0 the single-process stream), and the
 global RNG states (torch, CUDA, numpy, random) are stored in the checkpoint, so
 stopping after epoch k and resuming reproduces the uninterrupted run.
 """
