@@ -32,7 +32,8 @@ from labelreg.data.build import (build_augmentations, build_dataset, dataset_cla
 from labelreg.data.transforms import denormalize
 from labelreg.engine import claim_run_directory, load_checkpoint, make_loader, resolve_device, to_device
 from labelreg.evaluation import format_metrics
-from labelreg.viz import image_grid, overlay, plot_curves, save_png, segmentation_figure, to_uint8_image
+from labelreg.viz import (depth_figure, image_grid, overlay, plot_curves, save_png, segmentation_figure,
+                          to_uint8_image)
 
 CONFIG_DIR = Path(labelreg.__file__).resolve().parents[1] / "configs"
 DEMO_AE_CONFIG = CONFIG_DIR / "demo" / "ae-128_synth-nyu40.yaml"
@@ -88,26 +89,26 @@ def _segmenter_figure(runs: list[tuple[str, Config, dict]], path: Path) -> Path:
     return segmentation_figure(prepared["image"], prepared["label"], columns, path, rows=FIGURE_ROWS)
 
 
-def _depth_figure(cfg: Config, checkpoints: list[tuple[str, dict]], path: Path) -> Path:
-    """Rows of [image, ground-truth depth, each model's depth] for validation images (plasma: near = bright)."""
-    from depth.io import colorize_depth
-    from depth.train import build_model, make_forward
+def _depth_figure(cfg: Config, checkpoints: list[tuple[str, dict]], path: Path) -> dict:
+    """Rows of [image, ground-truth depth, each model's depth, each model's |error|] for validation images,
+    the models run as ``evaluate_depth`` runs them (``depth.eval_protocol``: under ``train_size`` the input is
+    resized to ``data.crop_size`` and the predictions upsampled to the ground truth's size). One colour scale
+    in metres for the depth panels, one for the errors (``viz.depth_figure``; thesis §5.5, cf. Fig. 5.9)."""
+    from depth.train import at_input_size, build_model, eval_input_size, make_forward
 
     device = resolve_device(cfg.train.device)
     batch, dataset = _validation_batch(cfg)
     num_classes = dataset_num_classes(dataset)
-    prepared = build_augmentations(cfg.data)[1](to_device(batch, device))
+    prepared = build_augmentations(cfg.data)[1](to_device(batch, device))  # the evaluation's preprocessing
+    forward = at_input_size(make_forward(cfg, num_classes), eval_input_size(cfg))
     columns = []
     for title, checkpoint in checkpoints:
         model = build_model(cfg, num_classes).to(device).eval()
         model.load_state_dict(checkpoint["model"])
         with torch.inference_mode():
-            columns.append((title, make_forward(cfg, num_classes)(model, prepared)["depth"][:, 0]))
-    top = cfg.depth.max_depth
-    images = denormalize(prepared["image"])  # at the evaluation size, like the predictions
-    rows = [[to_uint8_image(images[i]), colorize_depth(prepared["depth"][i], top),
-             *(colorize_depth(column[i], top) for _, column in columns)] for i in range(min(FIGURE_ROWS, len(columns[0][1])))]
-    return save_png(image_grid(rows, titles=["image", "ground-truth depth", *(t for t, _ in columns)]), path)
+            columns.append((title, forward(model, prepared)["depth"][:, 0].float()))
+    return depth_figure(denormalize(prepared["image"]), prepared["depth"], columns, path, rows=FIGURE_ROWS,
+                        max_depth=cfg.depth.max_depth, min_depth=cfg.depth.min_depth)
 
 
 # large surfaces and catch-all classes make dull queries: prefer an object
@@ -140,6 +141,47 @@ def _query_stage(ae_cfg: Config, reg_cfg: Config, out: Path) -> tuple[Path, list
     records = [{**result.as_dict(), "class": names[chosen]} for result, _ in results]
     (out / "queries.json").write_text(json.dumps(records, indent=2))
     return figure, records
+
+
+def _class_shares(cfg: Config) -> tuple[list[str], list[float]]:
+    """Class names and each class's share of the labeled pixels of the validation split."""
+    dataset = build_dataset(cfg.data, cfg.data.val_split)
+    names, num_classes = dataset_class_names(dataset), dataset_num_classes(dataset)
+    counts = torch.zeros(num_classes, dtype=torch.float64)
+    for index in range(len(dataset)):
+        label = dataset[index]["label"]
+        counts += torch.bincount(label[label < num_classes].flatten().long(), minlength=num_classes).double()
+    return names, (counts / counts.sum().clamp(min=1)).tolist()
+
+
+FREQUENT_SHARE = 0.01  # classes covering at least 1% of the held-out pixels
+
+
+def _per_class_table(names: list[str], shares: list[float], runs: list[tuple[str, dict]]) -> list[str]:
+    """Markdown rows: every class present in the validation split, its pixel share and each run's IoU (%);
+    frequent classes (≥ ``FREQUENT_SHARE``) in bold."""
+    def iou(metrics: dict, name: str) -> str:
+        value = metrics.get(f"iou/{name}")
+        return "n/a" if value is None or value != value else f"{100 * value:.1f}"
+
+    rows = ["| class | pixels (%) | " + " | ".join(title for title, _ in runs) + " |",
+            "|---|---:|" + "---:|" * len(runs)]
+    for name, share in sorted(zip(names, shares), key=lambda item: -item[1]):
+        if share > 0:
+            shown = f"**{name}**" if share >= FREQUENT_SHARE else name
+            rows.append(f"| {shown} | {100 * share:.1f} | " + " | ".join(iou(m, name) for _, m in runs) + " |")
+    return rows
+
+
+def _frequent_floor(names: list[str], shares: list[float], metrics: dict) -> tuple[str, float] | None:
+    """The frequent class (≥ ``FREQUENT_SHARE`` of the validation pixels) with the lowest IoU, and that IoU."""
+    scored = [(metrics[f"iou/{name}"], name) for name, share in zip(names, shares)
+              if share >= FREQUENT_SHARE and metrics.get(f"iou/{name}") is not None
+              and metrics[f"iou/{name}"] == metrics[f"iou/{name}"]]  # NaN: the class never occurred
+    if not scored:
+        return None
+    value, name = min(scored)
+    return name, value
 
 
 def _percent(value: float | None) -> str:
@@ -175,6 +217,8 @@ def run_demo(out: Path = Path("runs/demo"), data_root: Path = Path("data/synthet
     ae_figure = _autoencoder_figure(ae_cfg, ae_checkpoint, out / "ae_reconstructions.png")
     ae_curves = plot_curves(ae_checkpoint["history"], ["train/ce", "val/miou", "val/pixel_acc"],
                             out / "ae_curves.png", title="label autoencoder (phase one)")
+    class_names, class_shares = _class_shares(ae_cfg)
+    ae_floor = _frequent_floor(class_names, class_shares, ae_best)
 
     seg_cfg, seg_checkpoint, seg_best, seg_seconds = _train_stage(DEMO_SEG_CONFIG, "seg", out, data_root, overrides,
                                                                   train_segmenter)
@@ -195,7 +239,7 @@ def run_demo(out: Path = Path("runs/demo"), data_root: Path = Path("data/synthet
     one_cfg, one_checkpoint, one_best, one_seconds = _train_stage(DEMO_SINGLE_CONFIG, "single", out, data_root,
                                                                   [f"depth.depth_only={data_root / 'nyu' / 'depth_only'}",
                                                                    *overrides], train_depth)
-    depth_figure = _depth_figure(two_cfg, [("two-part", two_checkpoint), ("single-part", one_checkpoint)],
+    depth_layout = _depth_figure(two_cfg, [("two-part", two_checkpoint), ("single-part", one_checkpoint)],
                                  out / "depth_predictions.png")
     query_started = time.perf_counter()
     query_figure, query_records = _query_stage(ae_cfg, reg_cfg, out)
@@ -207,7 +251,10 @@ def run_demo(out: Path = Path("runs/demo"), data_root: Path = Path("data/synthet
 
     summary = {
         "autoencoder": {"variant": ae_cfg.model.variant, "best_epoch": ae_checkpoint["best_epoch"],
-                        "epochs": ae_cfg.train.epochs, "val": ae_best, "run_dir": str(ae_cfg.run_dir)},
+                        "epochs": ae_cfg.train.epochs, "val": ae_best, "run_dir": str(ae_cfg.run_dir),
+                        "val_class_share": dict(zip(class_names, class_shares)),
+                        "frequent_class_min_iou": None if ae_floor is None else
+                        {"class": ae_floor[0], "iou": ae_floor[1], "share_at_least": FREQUENT_SHARE}},
         "segmenter": {"model": seg_cfg.model.name, "train_images": seg_cfg.data.train_limit,
                       "best_epoch": seg_checkpoint["best_epoch"], "epochs": seg_cfg.train.epochs, "val": seg_best,
                       "run_dir": str(seg_cfg.run_dir)},
@@ -255,7 +302,15 @@ def run_demo(out: Path = Path("runs/demo"), data_root: Path = Path("data/synthet
         "## Phase one: label autoencoder", "",
         "The autoencoder sees only ground-truth label maps and must reconstruct them through a 1/16 bottleneck.", "",
         f"![reconstructions]({ae_figure.name})", "", f"![curves]({ae_curves.name})", "",
-        "```", format_metrics(ae_best, title="autoencoder reconstruction, validation split"), "```", "",
+        "Per-class IoU on the held-out split (%): the autoencoder reconstructing the ground-truth label maps, "
+        "next to the two segmenters below predicting them from images. Classes by their share of the held-out "
+        f"pixels; those covering at least {100 * FREQUENT_SHARE:.0f}% in bold"
+        + ("." if ae_floor is None else f" (the autoencoder's lowest among them: {ae_floor[0]}, "
+           f"{100 * ae_floor[1]:.1f})."), "",
+        *_per_class_table(class_names, class_shares, [("autoencoder", ae_best), ("baseline", seg_best),
+                                                      ("regularized", reg_best)]), "",
+        "```", format_metrics({k: v for k, v in ae_best.items() if not k.startswith("iou/")},
+                              title="autoencoder reconstruction, validation split"), "```", "",
         "## Phase two: the decoder as a regularizer", "",
         f"`{seg_cfg.model.name}` with a tiny backbone, trained from scratch on the first {seg_cfg.data.train_limit} "
         "training images twice: alone (baseline), and with an auxiliary 1×1 conv predicting the decoder's input "
@@ -276,7 +331,7 @@ def run_demo(out: Path = Path("runs/demo"), data_root: Path = Path("data/synthet
         *(f"| {title} | {m['pixel_rmse']:.3f} | {m['image_rmse']:.3f} | {m['pixel_abs_rel']:.3f} | "
           f"{m['pixel_delta1']:.3f} | {100 * m['miou']:.1f} |" for title, m in (("two-part", two_best),
                                                                                 ("single-part", one_best))), "",
-        f"![depth]({depth_figure.name})", "",
+        f"![depth]({depth_layout['path'].name})", "",
         "## Label-space queries", "",
         f"The largest `{query_records[0]['class']}` region of training image `{query_records[0]['query_id']}` "
         f"(box {','.join(map(str, query_records[0]['box']))}, green) searched among every same-sized region of the "

@@ -29,3 +29,21 @@ def test_demo_writes_report(tmp_path):
     assert 0 <= stored["weak"]["point_miou"] <= 1 and set(stored["weak"]["samplers"]) >= {"diverse", "topk"}
     report = (out / "report.md").read_text()
     assert "reconstruction mIoU" in report and "zoomout_densenet67" in report and "queries.png" in report and "weak_points.png" in report
+    # the autoencoder's per-class IoU next to the segmenters', one row per class present in the held-out split
+    header = "| class | pixels (%) | autoencoder | baseline | regularized |"
+    assert header in report and report.index(header) < report.index("## Phase two")
+    shares = stored["autoencoder"]["val_class_share"]
+    rows = [line for line in report[report.index(header):].splitlines()[2:] if line.startswith("| ")]
+    present = [name for name, share in shares.items() if share > 0]
+    assert len(rows) >= len(present) and abs(sum(shares.values()) - 1) < 1e-6
+    first = rows[0].split(" | ")  # the most frequent class first, its autoencoder IoU as stored
+    name = first[0].strip("|* ")
+    assert name == max(shares, key=shares.get)
+    assert first[2] == f"{100 * stored['autoencoder']['val'][f'iou/{name}']:.1f}"
+    floor = stored["autoencoder"]["frequent_class_min_iou"]
+    assert floor["share_at_least"] == 0.01 and shares[floor["class"]] >= 0.01
+    # depth figure: a colour bar per scale and an error column per model, wide enough for its titles
+    from PIL import Image
+
+    with Image.open(out / "depth_predictions.png") as picture:
+        assert picture.width >= 900 and picture.height >= 300
