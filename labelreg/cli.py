@@ -200,6 +200,16 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(out=Path(args.out), data_root=Path(args.data), overrides=args.overrides)
 
 
+def cmd_study(args: argparse.Namespace) -> None:
+    """Does the regularizer help? Every arm × seed of a protocol, paired, with a report (thesis §5.4)."""
+    from labelreg.study import run_study
+
+    summary = run_study(args.protocol, out=args.out, jobs=args.jobs, launcher=args.launcher)
+    failed = [run["name"] for run in summary["runs"] if run["status"] != "ok"]
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)} (logs in the report)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labelreg", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -296,6 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data", default="data/synthetic", help="synthetic data folder (written if absent)")
     demo.add_argument("overrides", nargs="*", help="overrides for the demo's autoencoder config")
     demo.set_defaults(run=cmd_demo)
+
+    study = commands.add_parser("study", help="does the regularizer help? arms × paired seeds, report and plot")
+    study.add_argument("protocol", help="study protocol, e.g. configs/study/quick.yaml (tiny, quick, default)")
+    study.add_argument("--out", default=None, help="study folder (default runs/study/<protocol name>)")
+    study.add_argument("--jobs", type=int, default=None, help="runs at a time (default: the protocol's jobs)")
+    study.add_argument("--launcher", choices=("local", "submitit"), default="local",
+                       help="local worker processes, or submitit (Slurm when available, else local)")
+    study.set_defaults(run=cmd_study)
     return parser
 
 
