@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=cmd_demo)
 
     study = commands.add_parser("study", help="does the regularizer help? arms × paired seeds, report and plot")
-    study.add_argument("protocol", help="study protocol, e.g. configs/study/quick.yaml (tiny, quick, default)")
+    study.add_argument("protocol", help="study protocol, e.g. configs/study/quick.yml (tiny, quick, default)")
     study.add_argument("--out", default=None, help="study folder (default runs/study/<protocol name>)")
     study.add_argument("--jobs", type=int, default=None, help="runs at a time (default: the protocol's jobs)")
     study.add_argument("--launcher", choices=("local", "submitit"), default="local",

@@ -14,8 +14,8 @@ PROTOCOLS = Path(__file__).resolve().parents[1] / "configs" / "study"
 def tiny_study(tmp_path_factory):
     """The tiny protocol, run once through the CLI (autoencoder + 2 arms × 2 seeds)."""
     folder = tmp_path_factory.mktemp("study")
-    protocol = folder / "tiny.yaml"
-    text = (PROTOCOLS / "tiny.yaml").read_text().replace("root: data/study-tiny", f"root: {folder / 'data'}")
+    protocol = folder / "tiny.yml"
+    text = (PROTOCOLS / "tiny.yml").read_text().replace("root: data/study-tiny", f"root: {folder / 'data'}")
     protocol.write_text(text.replace("../demo/", f"{PROTOCOLS.parent / 'demo'}/"))
     main(["study", str(protocol), "--out", str(folder / "out")])
     return protocol, folder / "out"

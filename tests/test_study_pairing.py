@@ -16,7 +16,7 @@ from labelreg.models.autoencoder import LabelAutoencoder
 from labelreg.study.protocol import load_protocol
 from labelreg.study.runner import run_spec
 
-PROTOCOL = Path(__file__).resolve().parents[1] / "configs" / "study" / "tiny.yaml"
+PROTOCOL = Path(__file__).resolve().parents[1] / "configs" / "study" / "tiny.yml"
 ARMS = {
     "baseline": [],
     "decoder": ["regularizer.kind=decoder", "regularizer.loss=ce", "regularizer.weight=0.5"],

@@ -88,8 +88,26 @@ def arm_has_aux_output(protocol: Protocol, arm: str) -> bool:
     return _override_dict(protocol.arms[arm]).get("regularizer.kind") == "decoder"
 
 
+STUDY_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "study"
+
+
+def protocol_path(text: str | Path) -> Path:
+    """A protocol file; a bare name (``default``) means ``configs/study/<name>.yml``.
+
+    Protocols end in ``.yml`` so that ``configs/**/*.yaml`` stays training configs only (every one of
+    them loads as a ``Config``); a ``….yaml`` path that does not exist falls back to its ``.yml``.
+    """
+    path = Path(text)
+    candidates = [path]
+    if path.suffix == ".yaml":
+        candidates.append(path.with_suffix(".yml"))
+    if path.suffix == "" and len(path.parts) == 1:
+        candidates.append(STUDY_CONFIGS / f"{path}.yml")
+    return next((candidate for candidate in candidates if candidate.is_file()), path)
+
+
 def load_protocol(path: str | Path) -> Protocol:
-    path = Path(path)
+    path = protocol_path(path)
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as error:

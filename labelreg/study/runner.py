@@ -65,12 +65,14 @@ def execute(spec: dict) -> dict:
     record = {key: spec[key] for key in ("arm", "seed", "name", "run_dir", "log", "overrides")}
     record.update(seconds=seconds, rc=rc)
     if rc != 0:
+        print(f"[study] {spec['name']} FAILED after {seconds:.0f}s (exit status {rc}); log {log}", flush=True)
         return record | {"status": "failed", "error": f"exit status {rc}; see {log}"}
     try:
         record |= {"status": "ok", "metrics": final_metrics(run_dir)}
     except (OSError, ValueError, KeyError) as error:
         return record | {"status": "failed", "error": f"{error}; see {log}"}
     (run_dir / DONE).write_text(json.dumps(record, indent=1))
+    print(f"[study] {spec['name']} done in {seconds:.0f}s: mIoU {100 * record['metrics']['miou']:.1f}", flush=True)
     return record
 
 
@@ -145,7 +147,7 @@ def run_study(protocol: Protocol | str | Path, *, out: str | Path | None = None,
     trained = [spec["name"] for spec in todo]
     print(f"[study {protocol.name}] {len(specs)} runs ({len(protocol.arms)} arms × {len(protocol.seeds)} seeds) "
           f"+ {'one phase-one autoencoder' if phase_one else 'no autoencoder'}: {len(todo)} to train, {jobs} at a "
-          f"time ({launcher})")
+          f"time ({launcher})", flush=True)
     launcher_ = Launcher(jobs=jobs, launcher=launcher, folder=out / "submitit", submitit_cluster=submitit_cluster,
                          submitit_parameters=submitit_parameters)
     try:
