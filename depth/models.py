@@ -25,7 +25,7 @@ from labelreg.models.backbones import Backbone, build_backbone
 from labelreg.models.backbones.densenet import DenseNetBackbone
 from labelreg.models.backbones.resnet import ResNetBackbone
 from labelreg.models.pspnet import PyramidPooling, conv_bn_relu
-from labelreg.models.zoomout import ZoomOutHead, grid_size
+from labelreg.models.zoomout import ZoomOutHead, autocast_dtype, grid_size
 
 __all__ = [
     "MIN_DEPTH", "positive_depth", "adapt_input_channels", "seg_to_depth_input",
@@ -41,7 +41,15 @@ MIN_DEPTH = 1e-3
 
 
 def positive_depth(raw: torch.Tensor) -> torch.Tensor:
-    """Raw regression output → depth in metres: ``softplus(raw) + MIN_DEPTH`` (smooth, strictly positive)."""
+    """Raw regression output → depth in metres: ``softplus(raw) + MIN_DEPTH`` (smooth, strictly positive).
+
+    Always float32 (float64 stays float64), also under autocast, on purpose: it is the depth the losses
+    and metrics of §5.5 read, and bfloat16's 8-bit mantissa would round 5 m to steps of 1/32 m and
+    swallow ``MIN_DEPTH`` next to depths above 0.25 m. It is one channel, so the cast costs little (CUDA
+    autocast runs softplus in float32 anyway; this makes CPU do the same).
+    """
+    if raw.dtype in (torch.float16, torch.bfloat16):
+        raw = raw.float()
     return F.softplus(raw) + MIN_DEPTH
 
 
@@ -312,7 +320,13 @@ class TwoPartModel(nn.Module):
         if labeled is not None:
             keep = labeled.to(device=probabilities.device, dtype=torch.bool).view(-1, 1, 1, 1)
             probabilities = torch.where(keep, probabilities, probabilities.detach())
-        return torch.cat([x, self.depth_feature(depth), probabilities], dim=1)
+        parts = [x, self.depth_feature(depth), probabilities]
+        dtype = autocast_dtype(x.device.type)
+        if dtype is not None:
+            # under autocast the float32 image and depth (see positive_depth) would promote the whole
+            # B×(4+C)×H×W concatenation to float32; part two's first conv casts it to ``dtype`` anyway
+            parts = [part.to(dtype) if part.dtype != torch.float64 else part for part in parts]
+        return torch.cat(parts, dim=1)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return _split_params(self, [self.part1.backbone, self.part2.backbone])

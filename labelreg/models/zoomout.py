@@ -68,12 +68,28 @@ def fold_normalisation(weight: torch.Tensor, bias: torch.Tensor, mean: torch.Ten
     return weight, bias - weight @ mean
 
 
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The autocast dtype for ``device_type`` if autocast is on there, else None."""
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
 def project_zoomout(taps: Mapping[str, torch.Tensor], grid: tuple[int, int], scene: torch.Tensor | None,
                     weight: torch.Tensor, bias: torch.Tensor, tap_channels: Mapping[str, int],
                     global_channels: int) -> torch.Tensor:
     """A 1×1 conv (out×in ``weight``, ``bias``) over the concatenated zoom-out feature, B×out×grid, in the
     projected form: each tap is projected at the coarser of its own and the grid resolution and resized,
-    the scene feature is projected once and broadcast, and the parts are summed (see the module docstring)."""
+    the scene feature is projected once and broadcast, and the parts are summed (see the module docstring).
+
+    Under autocast the (folded) weight and the bias are cast once to the autocast dtype, so the projected
+    taps, their sum and the bias add — the B×out×grid maps, the largest of the network (§3.5) — stay in
+    that dtype; a float32 bias would promote the sum, and everything after it, to float32. Without
+    autocast nothing is cast (a float64 model stays exactly equal to ``forward_literal``).
+    """
+    dtype = autocast_dtype(weight.device.type)
+    if dtype is not None and weight.dtype != torch.float64:  # autocast leaves float64 alone too
+        weight, bias = weight.to(dtype), bias.to(dtype)
     total = None
     for name, part in feature_slices(tap_channels, global_channels):
         w = weight[:, part]
