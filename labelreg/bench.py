@@ -28,7 +28,9 @@ weights_backbone=None, aux_loss=False``; never downloaded). Loss and optimizer a
 (``train_seg.make_losses`` weighted by ``default_loss_weights``; ``engine.build_optimizer``):
 cross-entropy, plus ``0.4 ·`` PSPNet's auxiliary head's cross-entropy for PSPNets, plus ``0.5 ·``
 the auxiliary cross-entropy through the frozen decoder of a randomly initialised
-``LabelAutoencoder`` (variant 128) when the regularizer is on (``DecoderRegularized``).
+``LabelAutoencoder`` (variant 128) when the regularizer is on (``DecoderRegularized``; with
+``--dropin``, the forward-hook wrapper of ``labelreg.regularize`` that ``train-seg`` puts around
+torchvision's models — torchvision's own modules, tapped at ``tvseg.TV_TAPS`` — see ``Case.dropin``).
 
 ``bench_data`` measures how many images/s the NYUv2 readers (``NYUv2Labeled`` over the
 .mat, ``NYUv2DepthOnly`` over depth-only frames) deliver through a ``DataLoader`` with N
@@ -82,6 +84,8 @@ class Case:
     channels_last: bool = False
     regularizer: bool = False
     aux_crop: int | None = None  # regularizer.aux_crop: decode a random window of this many code cells
+    # regularized rows: the drop-in wrapper (labelreg.regularize's forward hook; train-seg's for tv: models)
+    dropin: bool = False
     compile: bool = False
     num_classes: int = 21
     options: dict = field(default_factory=dict)  # builder options for labelreg models
@@ -101,7 +105,7 @@ class Case:
     def _regularizer_label(self) -> str:
         if not self.regularizer:
             return ""
-        return f" +reg crop {self.aux_crop}" if self.aux_crop else " +reg"
+        return (f" +reg{' dropin' if self.dropin else ''}{f' crop {self.aux_crop}' if self.aux_crop else ''}")
 
 
 def make_cases(models: Iterable[str], *, batches: Iterable[int] = (2,),
@@ -151,11 +155,26 @@ def build_torchvision(name: str, num_classes: int) -> TorchvisionSegmenter:
 
 
 def build_model(case: Case) -> nn.Module:
-    """The segmenter of ``case``, wrapped in ``DecoderRegularized`` when its regularizer is on."""
+    """The segmenter of ``case``, wrapped in ``DecoderRegularized`` when its regularizer is on.
+
+    ``case.dropin``: regularized rows are what ``train-seg`` trains through the drop-in wrapper
+    instead: torchvision's models as ``tvseg.TorchvisionSegmenter`` tapped at ``TV_TAPS``, other models
+    at their deepest 1/16 module, both wrapped by ``dropin.RegularizedOutputs``."""
     from labelreg.models import build_segmenter
     from labelreg.models.autoencoder import LabelAutoencoder
     from labelreg.models.regularizer import DecoderRegularized
 
+    if case.regularizer and case.dropin:
+        from labelreg.models.dropin import RegularizedOutputs
+        from labelreg.models.tvseg import TV_TAPS
+
+        if case.aux_crop:
+            raise ValueError("--aux-crop is not available with --dropin")
+        options = {} if case.model.startswith(TV_PREFIX) else case.options
+        model = build_segmenter(case.model, num_classes=case.num_classes, **options)
+        return RegularizedOutputs(model, LabelAutoencoder(case.num_classes, AE_VARIANT),
+                                  tap=TV_TAPS.get(case.model[len(TV_PREFIX):]) if case.model.startswith(TV_PREFIX)
+                                  else None)
     if case.model.startswith(TV_PREFIX):
         model = build_torchvision(case.model[len(TV_PREFIX):], case.num_classes)
     else:
@@ -492,8 +511,8 @@ def run_cases(cases: list[Case], *, repeat: int = 1, isolate: bool = True, progr
 # ----------------------------------------------------------------------------- summaries
 
 
-_CASE_KEYS = ("model", "batch", "size", "precision", "channels_last", "compile", "regularizer", "aux_crop", "device",
-              "num_classes", "options")
+_CASE_KEYS = ("model", "batch", "size", "precision", "channels_last", "compile", "regularizer", "aux_crop", "dropin",
+              "device", "num_classes", "options")
 
 
 def case_key(row: dict[str, Any], without: tuple[str, ...] = ()) -> tuple:
@@ -568,6 +587,8 @@ TABLE_COLUMNS = ("model", "batch", "HxW", "precision", "channels_last", "regular
 def _regularizer_cell(row: dict[str, Any]) -> str:
     if row["regularizer"] and row.get("aux_crop"):
         return f"crop {row['aux_crop']}"
+    if row["regularizer"] and row.get("dropin"):
+        return "dropin"
     return _cell(row["regularizer"])
 
 
@@ -923,6 +944,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="wrap in DecoderRegularized (random AE-128, frozen decoder, loss CE + 0.5·aux CE)")
     models.add_argument("--aux-crop", type=int, default=None, metavar="CELLS",
                         help="regularized rows decode a random CELLS×CELLS window of the code (regularizer.aux_crop)")
+    models.add_argument("--dropin", action="store_true",
+                        help="regularized rows use the drop-in wrapper (labelreg.regularize's forward hook), as "
+                             "train-seg does for tv: models, instead of DecoderRegularized")
     models.add_argument("--num-classes", type=int, default=None, help="default 21")
     models.add_argument("--model-options", type=parse_options, default={}, metavar="JSON",
                         help="builder options for labelreg models, e.g. '{\"hidden\": 256}'")
@@ -965,7 +989,8 @@ def cases_from_args(args: argparse.Namespace) -> list[Case]:
                       channels_last=_switch(args.channels_last), compile=_switch(args.compile),
                       regularizer=regularizer, num_classes=args.num_classes or preset.get("num_classes", 21),
                       options=args.model_options, device=args.device, iters=args.iters, warmup=args.warmup,
-                      infer=not args.no_infer, optimizer=args.optimizer, threads=args.threads, aux_crop=args.aux_crop)
+                      infer=not args.no_infer, optimizer=args.optimizer, threads=args.threads, aux_crop=args.aux_crop,
+                      dropin=args.dropin)
 
 
 def run_from_args(args: argparse.Namespace) -> dict[str, Any]:

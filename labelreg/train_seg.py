@@ -1,5 +1,9 @@
 """Train a segmenter from ``labelreg.models.MODELS`` (`labelreg train-seg`), optionally with the
-phase-two label-structure regularizer (``regularizer`` config section; thesis §5.3.3, §5.4)."""
+phase-two label-structure regularizer (``regularizer`` config section; thesis §5.3.3, §5.4).
+
+torchvision's segmenters train too, as ``model.name: tv:deeplabv3_resnet50`` … (``models.tvseg``;
+``model.options: {aux_loss: true}`` adds their auxiliary classifier as the ``psp_aux`` term); with
+``regularizer.kind: decoder`` they are wrapped by the drop-in ``models.dropin.RegularizedOutputs``."""
 from __future__ import annotations
 
 import json
@@ -18,8 +22,10 @@ from labelreg.engine import (Batch, Task, fit, load_checkpoint, make_loader, see
 from labelreg.evaluation import evaluate_segmentation
 from labelreg.inference import predict_probabilities
 from labelreg.losses import class_frequencies, inverse_frequency_weights, masked_cross_entropy, masked_one_hot_mse
-from labelreg.models import MODELS, LabelAutoencoder, build_segmenter
+from labelreg.models import MODELS, TORCHVISION_SEGMENTERS, LabelAutoencoder, build_segmenter
+from labelreg.models.dropin import RegularizedOutputs
 from labelreg.models.regularizer import DecoderRegularized, EncoderRegularized, aux_target, plain_segmenter_state
+from labelreg.models.tvseg import TV_PREFIX, TV_TAPS, is_torchvision_name
 from labelreg.train_ae import autoencoder_from_checkpoint
 from labelreg.viz import image_grid, label_image, to_uint8_image
 
@@ -83,8 +89,10 @@ def load_autoencoder(cfg: Config, num_classes: int) -> LabelAutoencoder:
 
 def build_model(cfg: Config, num_classes: int, *, with_regularizer: bool = True) -> nn.Module:
     """The configured segmenter, wrapped in its regularizer unless ``with_regularizer`` is False."""
-    if cfg.model.name not in MODELS:
-        raise ConfigError(f"model.name={cfg.model.name!r}; available segmenters: {', '.join(sorted(MODELS))}")
+    torchvision = is_torchvision_name(cfg.model.name)
+    if cfg.model.name not in MODELS and not (torchvision and cfg.model.name[len(TV_PREFIX):] in TORCHVISION_SEGMENTERS):
+        raise ConfigError(f"model.name={cfg.model.name!r}; available segmenters: {', '.join(sorted(MODELS))}, and "
+                          f"torchvision's {', '.join(TV_PREFIX + name for name in TORCHVISION_SEGMENTERS)}")
     if cfg.model.num_classes is not None and cfg.model.num_classes != num_classes:
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the dataset has {num_classes} classes")
     if cfg.regularizer.kind not in REGULARIZERS:
@@ -94,11 +102,19 @@ def build_model(cfg: Config, num_classes: int, *, with_regularizer: bool = True)
     if cfg.regularizer.aux_crop is not None and (cfg.regularizer.kind != "decoder" or cfg.regularizer.aux_crop < 1):
         raise ConfigError(f"regularizer.aux_crop={cfg.regularizer.aux_crop!r}: a positive number of code cells, "
                           "for regularizer.kind=decoder only (or null: decode the whole code)")
+    if torchvision and cfg.regularizer.kind == "encoder":
+        raise ConfigError("regularizer.kind=encoder needs a zoom-out segmenter; torchvision's take kind=decoder")
+    if torchvision and cfg.regularizer.aux_crop is not None:
+        raise ConfigError("regularizer.aux_crop is not available for torchvision's segmenters (tv:…)")
     try:
         model = build_segmenter(cfg.model.name, num_classes=num_classes, pretrained_backbone=cfg.model.pretrained_backbone,
                                 freeze_bn=cfg.model.freeze_bn, **cfg.model.options)
     except TypeError as error:  # an unknown builder keyword in model.options
         raise ConfigError(f"model.options for {cfg.model.name}: {error}") from error
+    except ValueError as error:  # tv: models: an option torchvision refuses, a backbone file that does not fit
+        if not torchvision:
+            raise
+        raise ConfigError(f"model {cfg.model.name}: {error}") from error
     if cfg.model.init_from:
         model.load_state_dict(plain_segmenter_state(load_checkpoint(cfg.model.init_from)["model"]))
     if cfg.model.freeze_backbone:
@@ -107,6 +123,14 @@ def build_model(cfg: Config, num_classes: int, *, with_regularizer: bool = True)
     if not with_regularizer or cfg.regularizer.kind == "none":
         return model
     autoencoder = load_autoencoder(cfg, num_classes)
+    if torchvision:  # torchvision's models through the drop-in wrapper (a forward hook on the tap)
+        tap = cfg.regularizer.tap or TV_TAPS[cfg.model.name.removeprefix(TV_PREFIX)]
+        try:
+            wrapped = RegularizedOutputs(model, autoencoder, tap=tap, frozen=cfg.regularizer.frozen)
+        except ValueError as error:
+            raise ConfigError(f"regularizer.tap for {cfg.model.name}: {error}") from error
+        cfg.regularizer.tap = wrapped.tap  # recorded in the run's config, so evaluation rebuilds the same branch
+        return wrapped
     if cfg.regularizer.kind == "decoder":
         return DecoderRegularized(model, autoencoder, tap=cfg.regularizer.tap, frozen=cfg.regularizer.frozen,
                                   aux_crop=cfg.regularizer.aux_crop)
@@ -116,7 +140,7 @@ def build_model(cfg: Config, num_classes: int, *, with_regularizer: bool = True)
 def segmentation_task(cfg: Config, model: nn.Module, class_names: list[str],
                       class_weights: torch.Tensor | None = None, save_predictions: str | Path | None = None) -> Task:
     train_augment, eval_augment = build_augmentations(cfg.data)
-    has_aux_output = isinstance(model, DecoderRegularized)
+    has_aux_output = isinstance(model, (DecoderRegularized, RegularizedOutputs))
 
     single_pass = list(cfg.eval.scales) == [1.0] and not cfg.eval.short_sides and not cfg.eval.flip
 
@@ -229,8 +253,9 @@ def aux_weight(cfg: Config) -> float:
 def default_loss_weights(cfg: Config, model: nn.Module) -> dict[str, float]:
     """Loss weights with the defaults of each term the model produces, overridden by the config."""
     defaults = {}
-    if getattr(getattr(model, "segmenter", model), "aux_head", None) is not None:
-        defaults["psp_aux"] = 0.4  # PSPNet's auxiliary head
+    segmenter = getattr(model, "segmenter", model)
+    if getattr(segmenter, "aux_head", None) is not None:  # PSPNet's auxiliary head (torchvision's: 0.5)
+        defaults["psp_aux"] = getattr(segmenter, "aux_head_weight", 0.4)
     if cfg.regularizer.kind != "none":
         defaults["aux"] = aux_weight(cfg)
     return {**defaults, **cfg.train.loss_weights}

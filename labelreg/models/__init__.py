@@ -3,7 +3,10 @@
 
 ``build_segmenter(name, *, num_classes, pretrained_backbone=None, **options)`` builds any
 name in ``MODELS``; ``options`` are the builder's keywords (head sizes, taps, grid,
-output stride, ``backbone_options`` for the backbone builder…).
+output stride, ``backbone_options`` for the backbone builder…). It also builds torchvision's
+segmenters as ``tv:<name>`` (``TORCHVISION_SEGMENTERS``; see ``tvseg``), kept out of ``MODELS``.
+
+``regularize(segmenter, autoencoder)`` adds the phase-two regularizer to any ``nn.Module`` (``dropin``).
 """
 from __future__ import annotations
 
@@ -15,9 +18,11 @@ from torch import nn
 from labelreg.models.autoencoder import (AE_VARIANTS, LabelAutoencoder, LabelDecoder, LabelEncoder,
                                          label_autoencoder, one_hot_labels)
 from labelreg.models.backbones import BACKBONES, build_backbone
+from labelreg.models.dropin import RegularizedSegmenter, regularize
 from labelreg.models.dsunet import DilatedSUNet
 from labelreg.models.fcn import FCN8s
 from labelreg.models.pspnet import PSPNet
+from labelreg.models.tvseg import TORCHVISION_SEGMENTERS, TV_PREFIX, build_torchvision_segmenter
 from labelreg.models.zoomout import ZoomOutHead, ZoomOutSegmenter
 
 
@@ -71,13 +76,17 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def build_segmenter(name: str, *, num_classes: int, pretrained_backbone: Any = None, **options: Any) -> nn.Module:
+    if name.startswith(TV_PREFIX):
+        return build_torchvision_segmenter(name, num_classes=num_classes, pretrained_backbone=pretrained_backbone,
+                                           **options)
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))} and torchvision's "
+                         f"{', '.join(TV_PREFIX + n for n in TORCHVISION_SEGMENTERS)}")
     return MODELS[name](num_classes=num_classes, pretrained_backbone=pretrained_backbone, **options)
 
 
 __all__ = [
     "AE_VARIANTS", "BACKBONES", "DilatedSUNet", "FCN8s", "LabelAutoencoder", "LabelDecoder", "LabelEncoder",
-    "MODELS", "PSPNet", "ZoomOutHead", "ZoomOutSegmenter", "build_backbone", "build_segmenter",
-    "label_autoencoder", "one_hot_labels",
+    "MODELS", "PSPNet", "RegularizedSegmenter", "TORCHVISION_SEGMENTERS", "ZoomOutHead", "ZoomOutSegmenter",
+    "build_backbone", "build_segmenter", "label_autoencoder", "one_hot_labels", "regularize",
 ]
