@@ -157,14 +157,14 @@ def build_torchvision(name: str, num_classes: int) -> TorchvisionSegmenter:
 def build_model(case: Case) -> nn.Module:
     """The segmenter of ``case``, wrapped in ``DecoderRegularized`` when its regularizer is on.
 
-    ``case.dropin``: regularized rows are what ``train-seg`` trains through the drop-in wrapper
-    instead: torchvision's models as ``tvseg.TorchvisionSegmenter`` tapped at ``TV_TAPS``, other models
-    at their deepest 1/16 module, both wrapped by ``dropin.RegularizedOutputs``."""
+    ``case.dropin``: what ``train-seg`` trains instead: torchvision's models as ``tvseg.TorchvisionSegmenter``
+    (torchvision's own forward, so LR-ASPP too), and regularized rows through the drop-in wrapper
+    ``dropin.RegularizedOutputs``, tapped at ``TV_TAPS`` (other models: their deepest 1/16 module)."""
     from labelreg.models import build_segmenter
     from labelreg.models.autoencoder import LabelAutoencoder
     from labelreg.models.regularizer import DecoderRegularized
 
-    if case.regularizer and case.dropin:
+    if case.dropin:
         from labelreg.models.dropin import RegularizedOutputs
         from labelreg.models.tvseg import TV_TAPS
 
@@ -172,6 +172,8 @@ def build_model(case: Case) -> nn.Module:
             raise ValueError("--aux-crop is not available with --dropin")
         options = {} if case.model.startswith(TV_PREFIX) else case.options
         model = build_segmenter(case.model, num_classes=case.num_classes, **options)
+        if not case.regularizer:
+            return model
         return RegularizedOutputs(model, LabelAutoencoder(case.num_classes, AE_VARIANT),
                                   tap=TV_TAPS.get(case.model[len(TV_PREFIX):]) if case.model.startswith(TV_PREFIX)
                                   else None)
@@ -945,8 +947,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     models.add_argument("--aux-crop", type=int, default=None, metavar="CELLS",
                         help="regularized rows decode a random CELLS×CELLS window of the code (regularizer.aux_crop)")
     models.add_argument("--dropin", action="store_true",
-                        help="regularized rows use the drop-in wrapper (labelreg.regularize's forward hook), as "
-                             "train-seg does for tv: models, instead of DecoderRegularized")
+                        help="as train-seg builds them: tv: models run torchvision's own forward (LR-ASPP too) and "
+                             "regularized rows use the drop-in wrapper (labelreg.regularize's forward hook), not "
+                             "DecoderRegularized")
     models.add_argument("--num-classes", type=int, default=None, help="default 21")
     models.add_argument("--model-options", type=parse_options, default={}, metavar="JSON",
                         help="builder options for labelreg models, e.g. '{\"hidden\": 256}'")

@@ -317,6 +317,8 @@ def test_bench_times_the_dropin_wrapper():
     assert case.label().endswith("+reg dropin")
     model = bench.build_model(case)
     assert type(model).__name__ == "RegularizedOutputs" and model.tap == "classifier.cbr"
+    plain = bench.build_model(bench.Case(model=case.model, num_classes=CLASSES, dropin=True))
+    assert isinstance(plain, TorchvisionSegmenter)  # LR-ASPP's plain row too (torchvision's own forward)
     image, label = bench.random_batch(case, torch.device("cpu"))
     decoder = copy.deepcopy(model.decoder.state_dict())
     bench.train_step_fn(model, case, image, label, torch.device("cpu"))()  # the trainer's loss and optimizer
