@@ -99,7 +99,9 @@ def markdown(protocol: Protocol, arms: dict, autoencoder: dict | None, wall_seco
     return "\n".join(lines)
 
 
-def plot(protocol: Protocol, arms: dict, path: Path) -> None:
+def plot(protocol: Protocol, arms: dict, path: Path, results: list[dict]) -> None:
+    """Left: per-arm mIoU (dots: seeds; bar: mean with its 95% interval). Right: per-seed differences
+    to the baseline with their mean and 95% interval."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,18 +110,24 @@ def plot(protocol: Protocol, arms: dict, path: Path) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     names = list(arms)
 
-    def draw(axis, intervals, labels, title):
-        for index, interval in enumerate(intervals):
+    def draw(axis, intervals, points, labels, title):
+        for index, (interval, values) in enumerate(zip(intervals, points)):
+            axis.plot([index + 0.15] * len(values), values, ".", color="grey", alpha=0.7)
             error = 0 if math.isnan(interval["low"]) else interval["half_width"]
             axis.errorbar(index, interval["mean"], yerr=error, fmt="o", capsize=4)
         axis.set_xticks(range(len(labels)), labels, rotation=20)
+        axis.set_xlim(-0.6, len(labels) - 0.4)
         axis.set_title(title)
 
-    draw(left, [arms[name]["miou"] for name in names], names, f"mIoU on '{protocol.score_split}' (95% CI)")
+    baseline = _per_seed(results, protocol.baseline, "miou")
+    draw(left, [arms[name]["miou"] for name in names], [list(_per_seed(results, name, "miou").values())
+                                                         for name in names],
+         names, f"mIoU on '{protocol.score_split}' (95% CI; dots: seeds)")
     left.set_ylabel("mIoU (%)")
     others = [name for name in names if "vs_baseline" in arms[name]]
-    draw(right, [arms[name]["vs_baseline"]["difference"] for name in others], others,
-         f"paired difference to {protocol.baseline} (95% CI)")
+    draw(right, [arms[name]["vs_baseline"]["difference"] for name in others],
+         [[value - baseline[seed] for seed, value in _per_seed(results, name, "miou").items() if seed in baseline]
+          for name in others], others, f"paired difference to {protocol.baseline} (95% CI)")
     right.axhline(0, color="grey", linewidth=1)
     right.set_ylabel("Δ mIoU (points)")
     figure.tight_layout()
@@ -145,5 +153,5 @@ def write_outputs(protocol: Protocol, out: Path, results: list[dict], autoencode
                "autoencoder": autoencoder, "arms": arms, "runs": results, "wall_seconds": wall_seconds}
     (out / "results.json").write_text(json.dumps(_json_safe(summary), indent=1))
     (out / "report.md").write_text(markdown(protocol, arms, autoencoder, wall_seconds, results))
-    plot(protocol, arms, out / "study.png")
+    plot(protocol, arms, out / "study.png", results)
     return summary
