@@ -66,7 +66,10 @@ def markdown(protocol: Protocol, arms: dict, autoencoder: dict | None, wall_seco
         lines += [protocol.description.strip(), ""]
     lines += [f"Protocol: `{protocol.source}`; base config `{protocol.base}`; seeds {protocol.seeds} (paired "
               "across arms: same training subset, data order, augmentation and initial segmenter).",
-              SCORING_NOTE.format(split=protocol.score_split), f"Wall time of this invocation: {wall_seconds:.0f} s.", ""]
+              SCORING_NOTE.format(split=protocol.score_split),
+              f"Wall time of this invocation: {wall_seconds:.0f} s (runs finished earlier are not retrained); "
+              f"sum of the run times, phase one included: "
+              f"{sum(r.get('seconds') or 0 for r in [*results, *([autoencoder] if autoencoder else [])]):.0f} s.", ""]
     if autoencoder is not None:
         if autoencoder["status"] == "ok":
             lines += [f"Phase one (`{protocol.autoencoder_config}`, trained once, used by every phase-one arm): "
