@@ -16,9 +16,11 @@ from torch import nn
 from labelreg.config import Config, ConfigError
 from labelreg.data.build import (build_augmentations, build_train_val_loaders, dataset_class_names,
                                  dataset_num_classes)
+from labelreg.data.palette import IGNORE_INDEX
 from labelreg.data.transforms import denormalize
+from labelreg.distributed import all_reduce_sum, barrier, broadcast_flag, current
 from labelreg.engine import (Batch, Task, fit, load_checkpoint, make_loader, seed_everything, to_device,
-                             training_device)
+                             training_device, write_json)
 from labelreg.evaluation import evaluate_segmentation
 from labelreg.inference import predict_probabilities
 from labelreg.losses import class_frequencies, inverse_frequency_weights, masked_cross_entropy, masked_one_hot_mse
@@ -191,11 +193,6 @@ def asymmetric_weights(cfg: Config, train_set, num_classes: int) -> torch.Tensor
     the counts are summed over the ranks), so every rank trains with the same weights. Rank 0 writes
     ``class_frequencies.json`` atomically; every rank then reads it (and reads it again on resume).
     """
-    import os
-
-    from labelreg.data.palette import IGNORE_INDEX
-    from labelreg.distributed import all_reduce_sum, barrier, broadcast_flag, current
-
     path = cfg.run_dir / "class_frequencies.json"
     if not broadcast_flag(path.is_file()):  # rank 0 decides, so every rank joins the sum below or none does
         loader = make_loader(train_set, batch_size=cfg.data.eval_batch_size, shuffle=False,  # sharded under DDP
@@ -210,13 +207,7 @@ def asymmetric_weights(cfg: Config, train_set, num_classes: int) -> torch.Tensor
             raise ValueError("no labeled pixels in the training set: cannot compute class frequencies")
         if current().is_main:
             path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            try:
-                temporary.write_text(json.dumps({"frequencies": (counts.double() / counts.sum()).tolist(),
-                                                 "pixels": counts.tolist()}, indent=1))
-                os.replace(temporary, path)
-            finally:
-                temporary.unlink(missing_ok=True)
+            write_json(path, {"frequencies": (counts.double() / counts.sum()).tolist(), "pixels": counts.tolist()})
         barrier()  # the file is complete before any rank reads it
     try:
         frequencies = torch.tensor(json.loads(path.read_text())["frequencies"], dtype=torch.float64)
