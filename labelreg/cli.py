@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import time
 from pathlib import Path
@@ -335,8 +336,6 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
 def error_message(error: BaseException) -> str:
     """One line for an expected failure: the message, and for file-system errors the path and what to do."""
     if isinstance(error, OSError) and not isinstance(error, FileNotFoundError) and error.filename is not None:
-        import errno
-
         path = error.filename
         if error.errno == errno.ENOSPC:
             return f"no space left on device writing {path}; free some space or set output_dir= to another disk"

@@ -20,9 +20,11 @@ stopping after epoch k and resuming reproduces the uninterrupted run.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import math
 import os
+import pickle
 import random
 import shutil
 import socket
@@ -271,8 +273,6 @@ class RunLock:
             return {}
 
     def acquire(self) -> "RunLock":
-        import fcntl
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -462,8 +462,6 @@ def safe_load(path: str | Path, what: str = "checkpoint", map_location: str | to
     containers of them) is refused, never executed: torch's own advice to retry with
     ``weights_only=False`` would run whatever the file holds.
     """
-    import pickle
-
     path = Path(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)

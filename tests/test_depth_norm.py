@@ -5,21 +5,14 @@ import pytest
 import torch
 
 import labelreg  # noqa: F401  (before torchvision)
-from depth.models import build_depth_model
 from labelreg.cli import main
 from labelreg.config import load_config
 from labelreg.engine import load_checkpoint
 from labelreg.models.zoomout import grid_size
+from test_depth_models import tiny_twopart  # the same tiny two-part model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-TINY = {"growth_rate": 8, "block_config": [1, 1, 1, 1], "stem_channels": [8, 8, 8]}
-C = 5
 SIZE = (32, 40)
-
-
-def tiny_twopart(**options):
-    return build_depth_model("twopart_densenet121", num_classes=C, backbone="densenet67", backbone_options=TINY,
-                             hidden=16, **options)
 
 
 def heads(model):
