@@ -9,7 +9,7 @@ from labelreg.cli import main
 from labelreg.config import load_config
 from labelreg.engine import load_checkpoint
 from labelreg.models.zoomout import grid_size
-from test_depth_models import tiny_twopart  # the same tiny two-part model
+from tests.test_depth_models import tiny_twopart  # the same tiny two-part model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SIZE = (32, 40)

@@ -17,7 +17,7 @@ from torch import nn
 
 TESTS = Path(__file__).resolve().parent
 EPOCHS = 6
-CHILD = f"import sys; sys.path.insert(0, {str(TESTS)!r}); from test_faults import child_main; child_main(sys.argv[1])"
+CHILD = f"import sys; sys.path.insert(0, {str(TESTS.parent)!r}); from tests.test_faults import child_main; child_main(sys.argv[1])"
 
 
 class Wide(nn.Module):
@@ -39,7 +39,7 @@ def child_main(out: str) -> None:
     import labelreg.engine as engine
     from labelreg.config import config_from_dict
     from labelreg.engine import fit, make_loader
-    from test_engine import Points, make_task
+    from tests.test_engine import Points, make_task
 
     torch.set_num_threads(1)
     save = engine.save_checkpoint  # widen the gaps between the writes, so the kills land in them more often

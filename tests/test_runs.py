@@ -12,7 +12,7 @@ import torch
 
 from labelreg.config import ConfigError
 from labelreg.engine import RunDirectoryError, claim_run_directory, load_checkpoint
-from test_engine import run
+from tests.test_engine import run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,7 +140,7 @@ def test_resume_refuses_changed_settings_and_logs_allowed_ones(tmp_path):
     with pytest.raises(ConfigError, match=r"resume cannot change optim\.lr: 0\.05 → 0\.1 .*train\.epochs"):
         from labelreg.config import config_from_dict
         from labelreg.engine import fit, make_loader
-        from test_engine import Points, Regressor, make_task
+        from tests.test_engine import Points, Regressor, make_task
 
         changed = config_from_dict({"name": "res", "output_dir": str(tmp_path),
                                     "optim": {"lr": 0.1, "schedule": "step", "milestones": [2], "gamma": 0.5},
@@ -155,7 +155,7 @@ def test_resume_refuses_changed_settings_and_logs_allowed_ones(tmp_path):
 
 
 def test_metrics_json_is_strict_json(tmp_path, monkeypatch):
-    import test_engine
+    from tests import test_engine
 
     make_task = test_engine.make_task
 
@@ -178,7 +178,7 @@ def test_a_demo_stage_can_be_run_again(tmp_path):
     """The demo overwrites its own stages, so `labelreg demo` can be re-run (scripts pass --resume instead)."""
     from labelreg.demo import DEMO_AE_CONFIG, _train_stage
     from labelreg.engine import fit, make_loader
-    from test_engine import Points, Regressor, make_task
+    from tests.test_engine import Points, Regressor, make_task
 
     def trainer(cfg):
         task = make_task(Regressor())
