@@ -15,7 +15,7 @@ from depth.models import DEPTH_MODELS, build_depth_model, seg_to_depth_input
 from labelreg.config import Config, ConfigError
 from labelreg.data.build import build_augmentations, build_dataset, dataset_class_names, dataset_num_classes
 from labelreg.data.nyu import NYUv2DepthOnly
-from labelreg.data.palette import IGNORE_INDEX
+from labelreg.palette import IGNORE_INDEX
 from labelreg.data.sampling import MixedBatchSampler
 from labelreg.distributed import current
 from labelreg.engine import (Batch, Task, fit, load_checkpoint, make_loader, pad_collate, predict_batches,

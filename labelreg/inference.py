@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from labelreg.data.palette import voc_palette
+from labelreg.palette import voc_palette
 
 
 def inference_sizes(height: int, width: int, scales: Sequence[float] = (1.0,),

@@ -41,7 +41,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from labelreg.config import DataConfig
-from labelreg.data.palette import IGNORE_INDEX
+from labelreg.palette import IGNORE_INDEX
 from labelreg.engine import run_directory
 from labelreg.models.autoencoder import DOWNSAMPLING, LabelAutoencoder, one_hot_labels
 

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.distributed as dist
 
-from labelreg.data.palette import IGNORE_INDEX
+from labelreg.palette import IGNORE_INDEX
 
 DEPTH_KEYS = ("rmse", "rmse_log", "abs_rel", "sq_rel", "delta1", "delta2", "delta3")
 

@@ -16,7 +16,7 @@ from torch import nn
 from labelreg.config import Config, ConfigError
 from labelreg.data.build import (build_augmentations, build_train_val_loaders, dataset_class_names,
                                  dataset_num_classes)
-from labelreg.data.palette import IGNORE_INDEX
+from labelreg.palette import IGNORE_INDEX
 from labelreg.data.transforms import denormalize
 from labelreg.distributed import all_reduce_sum, barrier, broadcast_flag, current
 from labelreg.engine import (Batch, Task, fit, load_checkpoint, make_loader, seed_everything, to_device,

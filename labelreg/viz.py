@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from labelreg.data.palette import colorize
+from labelreg.palette import colorize
 
 
 def to_uint8_image(image: torch.Tensor | np.ndarray) -> np.ndarray:

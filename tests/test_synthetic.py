@@ -11,7 +11,7 @@ from PIL import Image
 
 from labelreg.data import synthetic as S
 from labelreg.data.nyu import NYU40_CLASSES
-from labelreg.data.palette import voc_palette
+from labelreg.palette import voc_palette
 
 N_LAB, N_DEPTH, SIZE = 6, 4, (64, 80)
 H, W = SIZE

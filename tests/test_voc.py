@@ -9,7 +9,7 @@ import scipy.io
 import torch
 from PIL import Image
 
-from labelreg.data.palette import voc_palette
+from labelreg.palette import voc_palette
 from labelreg.data.voc import VOC_CLASSES, VOCSegmentation
 
 H, W = 5, 8

@@ -11,7 +11,7 @@ Every dataset returns a *sample dict* (CPU tensors, before any augmentation):
 Batches are moved to the device and augmented there (``transforms.JointAugment``).
 """
 from labelreg.data.nyu import NYU40_CLASSES, NYUv2DepthOnly, NYUv2Labeled, load_class_mapping, load_splits
-from labelreg.data.palette import IGNORE_INDEX, colorize, voc_palette
+from labelreg.palette import IGNORE_INDEX, colorize, voc_palette
 from labelreg.data.transforms import FitPad, JointAugment, Resize, denormalize, normalize
 from labelreg.data.voc import VOC_CLASSES, VOCSegmentation
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from kornia.geometry.transform import crop_and_resize
 
-from labelreg.data.palette import IGNORE_INDEX
+from labelreg.palette import IGNORE_INDEX
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

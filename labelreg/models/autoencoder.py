@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labelreg.data.palette import IGNORE_INDEX
+from labelreg.palette import IGNORE_INDEX
 
 AE_VARIANTS: dict[str, tuple[int, ...]] = {
     "32": (32, 32, 32, 32, 32),

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from labelreg.data.palette import voc_palette
+from labelreg.palette import voc_palette
 from labelreg.viz import image_grid, label_image, overlay, save_png
 
 POINT_RADIUS = 2

@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from labelreg.data.palette import IGNORE_INDEX
+from labelreg.palette import IGNORE_INDEX
 
 BACKGROUND = 0
 

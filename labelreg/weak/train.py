@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from labelreg import losses
 from labelreg.config import ConfigError
-from labelreg.data.palette import IGNORE_INDEX
+from labelreg.palette import IGNORE_INDEX
 from labelreg.engine import load_checkpoint, save_checkpoint
 from labelreg.metrics import SegMetrics
 from labelreg.weak.store import FeatureStore

@@ -140,7 +140,7 @@ def write_synthetic_dataset(out, *, labeled=300, depth_only=2000, size=(128, 160
     import h5py
     from PIL import Image
 
-    from labelreg.data.palette import voc_palette
+    from labelreg.palette import voc_palette
 
     H, W = _check_size(size)
     _check_count("labeled", labeled)
