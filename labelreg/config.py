@@ -104,7 +104,7 @@ class RegularizerConfig:
 
 @dataclass
 class DepthConfig:
-    """Joint depth + segmentation on NYUv2 (SPEC §7; the ``depth`` package, ``labelreg train-depth``)."""
+    """Joint depth + segmentation on NYUv2 (thesis §5.5; the ``depth`` package, ``labelreg train-depth``)."""
 
     depth_only: str | None = None  # depth-only frames: HDF5 folder or RGB/16-bit-PNG list (None: none)
     depth_scale: float = 1000.0  # 16-bit depth PNG units per metre
@@ -127,7 +127,7 @@ class DepthConfig:
 
 @dataclass
 class WeakConfig:
-    """Weak supervision from image tags (thesis ch. 4, SPEC §10; the ``labelreg.weak`` package, ``labelreg weak``)."""
+    """Weak supervision from image tags (thesis ch. 4; the ``labelreg.weak`` package, ``labelreg weak``)."""
 
     backbone: str = "vgg16"  # a name in labelreg.models.backbones.BACKBONES
     backbone_options: dict[str, Any] = field(default_factory=dict)  # keyword options of the backbone builder

@@ -3,7 +3,7 @@
 The encoder is five 3×3 conv layers with 2×2 max pooling between them, so the
 bottleneck sits at 1/16 of the input; the decoder mirrors it with 2× upsampling
 followed by a 3×3 conv; there are no skip connections. Variants are named by
-bottleneck width (SPEC §3):
+bottleneck width (thesis §5.3.1, Table 5.1):
 
     "32":  32, 32, 32, 32, 32
     "128": 32, 128, 128, 128, 128
@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from labelreg.config import ConfigError
 from labelreg.palette import IGNORE_INDEX
 
 AE_VARIANTS: dict[str, tuple[int, ...]] = {
@@ -134,3 +135,33 @@ class LabelAutoencoder(nn.Module):
 
 def label_autoencoder(*, num_classes: int, variant: str = "128") -> LabelAutoencoder:
     return LabelAutoencoder(num_classes, variant)
+
+
+def variant_from_weights(weights: dict[str, torch.Tensor], prefix: str = "") -> str | None:
+    """The variant of the autoencoder (or of its decoder or encoder alone) stored in ``weights`` under
+    ``prefix``, read from the code width; None when neither part is there."""
+    width = None
+    if f"{prefix}decoder.convs.0.0.weight" in weights:  # first decoder conv: code channels in
+        width = weights[f"{prefix}decoder.convs.0.0.weight"].shape[1]
+    elif f"{prefix}encoder.convs.4.0.weight" in weights:  # last encoder conv: code channels out
+        width = weights[f"{prefix}encoder.convs.4.0.weight"].shape[0]
+    return next((name for name, widths in AE_VARIANTS.items() if widths[-1] == width), None)
+
+
+def autoencoder_from_checkpoint(checkpoint: dict, source: str, num_classes: int | None = None,
+                                default_variant: str = "128") -> LabelAutoencoder:
+    """The phase-one autoencoder in a loaded ``train-ae`` checkpoint, weights loaded: class count from its
+    weights, variant from its config (else ``default_variant``). ``source`` names the file in errors."""
+    weights = checkpoint.get("model") if isinstance(checkpoint, dict) else None
+    if not isinstance(weights, dict) or "decoder.classifier.weight" not in weights:
+        task = checkpoint.get("config", {}).get("task") if isinstance(checkpoint, dict) else None
+        raise ConfigError(f"{source} is not a label-autoencoder checkpoint (it holds "
+                          f"{'a ' + repr(task) + ' model' if task else 'no autoencoder weights'}); give a phase-one "
+                          "train-ae checkpoint, e.g. runs/<ae run>/checkpoints/best.pt")
+    stored = weights["decoder.classifier.weight"].shape[0]
+    if num_classes is not None and stored != num_classes:
+        raise ConfigError(f"{source} was trained on {stored} classes, the data set has {num_classes}")
+    variant = checkpoint.get("config", {}).get("model", {}).get("variant", default_variant)
+    autoencoder = LabelAutoencoder(stored, variant)
+    autoencoder.load_state_dict(checkpoint["model"])
+    return autoencoder

@@ -1,0 +1,105 @@
+"""Phase one (thesis §5.3.1): train the label-map autoencoder on ground-truth label maps
+(``labelreg train-ae``), score its checkpoints, rebuild it from them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from labelreg.config import Config, ConfigError
+from labelreg.data.build import (build_augmentations, build_train_val_loaders, dataset_class_names,
+                                 dataset_num_classes)
+from labelreg.data.loader import Batch
+from labelreg.engine import LoopSpec, fit
+from labelreg.losses import masked_cross_entropy
+from labelreg.models.autoencoder import DOWNSAMPLING, LabelAutoencoder, autoencoder_from_checkpoint, one_hot_labels
+from labelreg.runtime import resolve_device, seed_everything, training_device
+from labelreg.tasks.evaluate import evaluate_segmentation, evaluation_loader, refuse_options
+from labelreg.viz import image_grid, label_image
+
+
+def autoencoder_forward(model: LabelAutoencoder, batch: Batch) -> dict[str, torch.Tensor]:
+    """Reconstruct ``batch['label']``; pads with ignore to a multiple of 16 and crops back."""
+    label = batch["label"]
+    height, width = label.shape[-2:]
+    pad_h, pad_w = -height % DOWNSAMPLING, -width % DOWNSAMPLING
+    if pad_h or pad_w:
+        label = F.pad(label, (0, pad_w, 0, pad_h), value=255)
+    outputs = model(one_hot_labels(label, model.num_classes))
+    outputs["seg"] = outputs["seg"][..., :height, :width]
+    return outputs
+
+
+def reconstruction_losses(outputs: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+    return {"ce": masked_cross_entropy(outputs["seg"], batch["label"])}
+
+
+def build_autoencoder(cfg: Config, num_classes: int) -> LabelAutoencoder:
+    if cfg.model.name != "label_autoencoder":
+        raise ConfigError(f"model.name={cfg.model.name!r}; train-ae trains 'label_autoencoder'")
+    if cfg.model.num_classes is not None and cfg.model.num_classes != num_classes:
+        raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the dataset has {num_classes} classes")
+    return LabelAutoencoder(num_classes, cfg.model.variant)
+
+
+def reconstruction_panels(model: LabelAutoencoder, batch: Batch, count: int) -> list[list[np.ndarray]]:
+    """Rows of [input labels, reconstruction] panels for the first ``count`` samples."""
+    outputs = autoencoder_forward(model, batch)
+    prediction = outputs["seg"].argmax(1)
+    return [[label_image(batch["label"][i]), label_image(prediction[i])] for i in range(min(count, len(prediction)))]
+
+
+def build_task(cfg: Config, model: LabelAutoencoder, class_names: list[str]) -> LoopSpec:
+    train_augment, eval_augment = build_augmentations(cfg.data)
+
+    def evaluate(model: nn.Module, loader, device: torch.device) -> dict[str, float]:
+        return evaluate_segmentation(model, loader, device, num_classes=model.num_classes, preprocess=eval_augment,
+                                     forward=autoencoder_forward, amp=cfg.train.amp, class_names=class_names)
+
+    def visualize(model: nn.Module, batch: Batch) -> torch.Tensor:
+        grid = image_grid(reconstruction_panels(model, batch, cfg.train.images_to_log))
+        return torch.from_numpy(grid).permute(2, 0, 1).float() / 255
+
+    return LoopSpec(model=model, augment=train_augment, eval_augment=eval_augment, forward=autoencoder_forward,
+                losses=reconstruction_losses, evaluate=evaluate, visualize=visualize,
+                rank_generators=[train_augment.generator])
+
+
+def train(cfg: Config, resume: str | Path | None = None) -> dict:
+    """Train per ``cfg``; returns the engine's final state as a dict."""
+    seed_everything(cfg.train.seed)
+    device = training_device(cfg)
+    train_set, val_set, train_loader, val_loader = build_train_val_loaders(cfg.data, seed=cfg.train.seed, device=device)
+    num_classes = dataset_num_classes(train_set)
+    model = build_autoencoder(cfg, num_classes).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    task = build_task(cfg, model, dataset_class_names(train_set))
+    print(f"[{cfg.name}] autoencoder-{cfg.model.variant} on {cfg.data.dataset} ({num_classes} classes): "
+          f"{len(train_set)} train / {len(val_set)} val, {sum(p.numel() for p in model.parameters()):,} parameters, "
+          f"device {device}")
+    return fit(cfg, task, train_loader, val_loader, device=device, resume=resume).as_dict()
+
+
+def model_from_checkpoint(checkpoint: dict, *, with_regularizer: bool = False, num_classes: int | None = None,
+                          source: str = "the checkpoint") -> LabelAutoencoder:
+    """The autoencoder of a ``train-ae`` checkpoint with its weights (``num_classes``: checked against them)."""
+    if with_regularizer:
+        raise ConfigError(f"{source} is a label autoencoder: it has no regularizer branch")
+    return autoencoder_from_checkpoint(checkpoint, source, num_classes)
+
+
+def evaluate_checkpoint(cfg: Config, checkpoint: dict, split: str, *, save_predictions: str | Path | None = None,
+                        aux: bool = False, figure: str | Path | None = None,
+                        resolved: dict | None = None) -> dict[str, float]:
+    """Reconstruction metrics of a ``train-ae`` checkpoint on ``split`` (ground-truth labels in, labels out)."""
+    refuse_options(cfg.task, save_predictions=save_predictions, aux=aux, figure=figure)
+    device = resolve_device(cfg.train.device)
+    dataset, loader = evaluation_loader(cfg, split, device)
+    model = build_autoencoder(cfg, dataset_num_classes(dataset))
+    task = build_task(cfg, model, dataset_class_names(dataset))
+    model.load_state_dict(checkpoint["model"])
+    return task.evaluate(model.to(device), loader, device)
