@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from labelreg.config import ConfigError, DataConfig
+from labelreg.data.loader import make_loader
 from labelreg.data.nyu import NYUv2Labeled
 from labelreg.data.synthetic import dataset_exists, write_synthetic_dataset
 from labelreg.data.transforms import FitPad, JointAugment
@@ -92,8 +93,6 @@ def build_augmentations(cfg: DataConfig) -> tuple[JointAugment, JointAugment]:
 
 def build_train_val_loaders(cfg: DataConfig, *, seed: int, device: torch.device):
     """(train set, val set, shuffled train loader, val loader) for the configured splits."""
-    from labelreg.engine import make_loader
-
     train_set = build_dataset(cfg, cfg.train_split, limit=cfg.train_limit)
     val_set = build_dataset(cfg, cfg.val_split, limit=cfg.val_limit)
     train_loader = make_loader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True,

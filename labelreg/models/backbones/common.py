@@ -14,6 +14,9 @@ from typing import Any, Mapping
 
 import torch
 from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d  # safe: the labelreg package (_compat) is imported first
+
+from labelreg.storage import safe_load
 
 
 class Backbone(nn.Module):
@@ -59,8 +62,6 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, t
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights not found: {path}")
-    from labelreg.engine import safe_load
-
     state = safe_load(path, "pretrained backbone weights")
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
@@ -85,8 +86,6 @@ def load_checked(module: nn.Module, source: str | Path | Mapping[str, Any],
 
 def freeze_batchnorm(module: nn.Module) -> nn.Module:
     """Replace every BatchNorm2d in ``module`` by a FrozenBatchNorm2d holding its statistics (§3.5.1)."""
-    from torchvision.ops.misc import FrozenBatchNorm2d
-
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
             frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)

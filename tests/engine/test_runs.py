@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from labelreg.config import ConfigError
-from labelreg.engine import RunDirectoryError, claim_run_directory, load_checkpoint
-from tests.test_engine import run
-
-ROOT = Path(__file__).resolve().parents[1]
+import labelreg.engine.loop as engine_loop
+from labelreg.config import ConfigError, config_from_dict
+from labelreg.data.loader import make_loader
+from labelreg.engine import RunDirectoryError, claim_run_directory, fit
+from labelreg.storage import load_checkpoint
+from tests.engine import test_engine
+from tests.engine.test_engine import Points, Regressor, make_task, run
 
 
 def dead_pid() -> int:
@@ -47,7 +49,7 @@ def test_a_new_run_refuses_a_folder_with_checkpoints(tmp_path):
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from labelreg.engine import claim_run_directory
+    from labelreg.engine.checkpoint import claim_run_directory
     with claim_run_directory(sys.argv[1]):
         print("locked", flush=True)
         time.sleep(120)
@@ -96,19 +98,17 @@ def test_only_rank_zero_takes_the_lock(tmp_path, monkeypatch):
 
 
 def test_crash_between_last_and_best_is_repaired_on_resume(tmp_path, monkeypatch, capsys):
-    import labelreg.engine as engine
-
-    real_save = engine.save_checkpoint
+    real_save = engine_loop.save_checkpoint
 
     def crash_before_best(path, payload):
         if Path(path).name == "best.pt" and payload["epoch"] == 2:
             raise KeyboardInterrupt("killed between last.pt and best.pt")
         real_save(path, payload)
 
-    monkeypatch.setattr(engine, "save_checkpoint", crash_before_best)
+    monkeypatch.setattr(engine_loop, "save_checkpoint", crash_before_best)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, "crash", epochs=3)
-    monkeypatch.setattr(engine, "save_checkpoint", real_save)
+    monkeypatch.setattr(engine_loop, "save_checkpoint", real_save)
     checkpoints = tmp_path / "crash" / "checkpoints"
     last = load_checkpoint(checkpoints / "last.pt")
     assert last["epoch"] == 2 and last["best_epoch"] == 2 and load_checkpoint(checkpoints / "best.pt")["epoch"] == 1
@@ -138,10 +138,6 @@ def test_resume_refuses_changed_settings_and_logs_allowed_ones(tmp_path):
     last = cfg.run_dir / "checkpoints" / "last.pt"
     recorded = (cfg.run_dir / "config.yaml").read_text()
     with pytest.raises(ConfigError, match=r"resume cannot change optim\.lr: 0\.05 → 0\.1 .*train\.epochs"):
-        from labelreg.config import config_from_dict
-        from labelreg.engine import fit, make_loader
-        from tests.test_engine import Points, Regressor, make_task
-
         changed = config_from_dict({"name": "res", "output_dir": str(tmp_path),
                                     "optim": {"lr": 0.1, "schedule": "step", "milestones": [2], "gamma": 0.5},
                                     "train": {"epochs": 2, "log_every": 1, "best_metric": "mse", "best_mode": "min"}})
@@ -155,12 +151,10 @@ def test_resume_refuses_changed_settings_and_logs_allowed_ones(tmp_path):
 
 
 def test_metrics_json_is_strict_json(tmp_path, monkeypatch):
-    from tests import test_engine
-
-    make_task = test_engine.make_task
+    plain_task = test_engine.make_task
 
     def nan_metric_task(model, poison_after=None):
-        task = make_task(model, poison_after)
+        task = plain_task(model, poison_after)
         task.evaluate = lambda model, loader, device: {"mse": 1.0, "odd": float("nan")}
         return task
 
@@ -176,9 +170,7 @@ def test_metrics_json_is_strict_json(tmp_path, monkeypatch):
 
 def test_a_demo_stage_can_be_run_again(tmp_path):
     """The demo overwrites its own stages, so `labelreg demo` can be re-run (scripts pass --resume instead)."""
-    from labelreg.demo import DEMO_AE_CONFIG, _train_stage
-    from labelreg.engine import fit, make_loader
-    from tests.test_engine import Points, Regressor, make_task
+    from labelreg.demo import DEMO_AE_CONFIG, _train_stage  # the application layer: imported only by this test
 
     def trainer(cfg):
         task = make_task(Regressor())

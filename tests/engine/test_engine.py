@@ -7,8 +7,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from labelreg.config import ConfigError, OptimConfig, config_from_dict
-from labelreg.engine import (NonFiniteLossError, Task, build_optimizer, fit, load_checkpoint, lr_factor,
-                             make_loader, save_checkpoint)
+from labelreg.data.loader import make_loader
+from labelreg.engine import LoopSpec, NonFiniteLossError, build_optimizer, fit, lr_factor
+from labelreg.storage import load_checkpoint, save_checkpoint
 
 
 class Points(Dataset):
@@ -58,17 +59,20 @@ def make_task(model, poison_after=None):
             errors = [((model(b["x"]) - b["y"]) ** 2).mean() for b in loader]
         return {"mse": float(torch.stack(errors).mean())}
 
-    return Task(model=model, augment=augment, eval_augment=lambda b: b, forward=lambda m, b: {"y": m(b["x"])},
+    return LoopSpec(model=model, augment=augment, eval_augment=lambda b: b, forward=lambda m, b: {"y": m(b["x"])},
                 losses=losses, evaluate=evaluate, generators=[generator])
 
 
-def run(tmp_path, name, epochs, resume=None, poison_after=None, **train):
+def run(tmp_path, name, epochs, resume=None, poison_after=None, on_model=None, **train):
+    """Train the regressor for ``epochs`` in ``tmp_path/name``; ``on_model(model)`` runs before training."""
     cfg = config_from_dict({"name": name, "output_dir": str(tmp_path),
                             "optim": {"lr": 0.05, "schedule": "step", "milestones": [2], "gamma": 0.5},
                             "train": {"epochs": epochs, "log_every": 1, "best_metric": "mse", "best_mode": "min",
                                       **train}})
     torch.manual_seed(0)
     model = Regressor()
+    if on_model is not None:
+        on_model(model)
     task = make_task(model, poison_after)
     data = Points()
     loader = make_loader(data, batch_size=5, shuffle=True, num_workers=0, seed=0)
@@ -108,10 +112,22 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert (cfg.run_dir / "checkpoints" / "last.pt").read_bytes() == good
 
 
-def test_bf16_autocast_trains_and_logs(tmp_path):
-    cfg, _, state = run(tmp_path, "bf16", epochs=2, amp="bf16")
-    assert all(entry["train/total"] == entry["train/total"] for entry in state.history)  # finite, not NaN
-    assert len((cfg.run_dir / "train.log").read_text().splitlines()) == 2
+def test_bf16_autocast_computes_the_training_forward_in_bf16(tmp_path):
+    """train.amp=bf16: the layers of the training forward compute in bf16 (fp32 without it); weights stay fp32."""
+    seen = {}
+
+    def record(amp):
+        def hook(module, inputs, output):
+            if torch.is_grad_enabled():  # the training step (the task's evaluation runs under no_grad)
+                seen.setdefault(amp, set()).add(output.dtype)
+
+        return lambda model: model.hidden.register_forward_hook(hook)
+
+    cfg, model, state = run(tmp_path, "bf16", epochs=2, amp="bf16", on_model=record("bf16"))
+    run(tmp_path, "fp32", epochs=1, on_model=record("none"))
+    assert seen == {"bf16": {torch.bfloat16}, "none": {torch.float32}}
+    assert {parameter.dtype for parameter in model.parameters()} == {torch.float32}
+    assert len(state.history) == 2 and len((cfg.run_dir / "train.log").read_text().splitlines()) == 2
 
 
 def test_step_schedule_applies_at_the_first_step_of_the_milestone_epoch(tmp_path):

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from labelreg.cli import main
-from labelreg.engine import save_checkpoint
+from labelreg.storage import save_checkpoint
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 AE_CONFIG = str(CONFIGS / "demo" / "ae-128_synth-nyu40.yaml")
 SEG_CONFIG = str(CONFIGS / "demo" / "zoomout-densenet67-tiny_synth-nyu40.yaml")
 TINY_SEG = ("model.options={hidden: 16, backbone_options: {growth_rate: 8, block_config: [1, 1, 1, 1], "

@@ -1,7 +1,7 @@
 """`labelreg train-seg` (the command line's own ``main``), recording what each rank's task got;
-run by test_distributed.py under torchrun (or alone).
+run by test_distributed_trainers.py under torchrun (or alone).
 
-    python tests/ddp_seg_worker.py RECORD_DIR CONFIG [key=value ...]
+    python tests/engine/ddp_seg_worker.py RECORD_DIR CONFIG [key=value ...]
 
 Writes ``RECORD_DIR/rank<R>.json``: the class weights handed to the task (``train.loss=asymmetric``)
 and, for every training step, the first three numbers the augmentation generator is about to draw
@@ -16,7 +16,7 @@ import torch
 
 from labelreg import train_seg
 from labelreg.cli import main as labelreg_main
-from labelreg.distributed import cleanup
+from labelreg.runtime import cleanup
 
 
 def main(record_dir: str, config: str, overrides: list[str]) -> int:

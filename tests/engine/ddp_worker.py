@@ -1,6 +1,6 @@
 """A tiny segmentation task trained by ``fit``; run by test_distributed.py alone or under torchrun.
 
-    python tests/ddp_worker.py OUT BATCH EPOCHS [--resume]
+    python tests/engine/ddp_worker.py OUT BATCH EPOCHS [--resume]
 """
 import sys
 from pathlib import Path
@@ -10,7 +10,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from labelreg.config import Config
-from labelreg.engine import Task, fit, make_loader, predict_batches, seed_everything, training_device
+from labelreg.data.loader import make_loader
+from labelreg.engine import LoopSpec, fit, predict_batches
+from labelreg.runtime import cleanup, seed_everything, training_device
 from labelreg.metrics import SegMetrics
 
 
@@ -43,10 +45,10 @@ def main(out: str, batch_size: int, epochs: int, resume: bool) -> None:
     seed_everything(cfg.train.seed)
     device = training_device(cfg)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 1)).to(device)
-    task = Task(model=model, augment=lambda b: b, eval_augment=lambda b: b,
-                forward=lambda m, b: {"seg": m(b["image"])},
-                losses=lambda o, b: {"ce": nn.functional.cross_entropy(o["seg"], b["label"])},
-                evaluate=evaluate)
+    task = LoopSpec(model=model, augment=lambda b: b, eval_augment=lambda b: b,
+                    forward=lambda m, b: {"seg": m(b["image"])},
+                    losses=lambda o, b: {"ce": nn.functional.cross_entropy(o["seg"], b["label"])},
+                    evaluate=evaluate)
     train_loader = make_loader(Squares(), batch_size=batch_size, shuffle=True, drop_last=True, num_workers=0,
                                seed=cfg.train.seed)
     val_loader = make_loader(Squares(), batch_size=3, shuffle=False, num_workers=0)
@@ -56,6 +58,4 @@ def main(out: str, batch_size: int, epochs: int, resume: bool) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), "--resume" in sys.argv)
-    from labelreg.distributed import cleanup
-
     cleanup()

@@ -15,9 +15,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-TESTS = Path(__file__).resolve().parent
+import labelreg.engine.loop as engine_loop
+from labelreg.config import config_from_dict
+from labelreg.data.loader import make_loader
+from labelreg.engine import fit
+from labelreg.storage import load_checkpoint
+from tests.engine.test_engine import Points, make_task
+
+ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 6
-CHILD = f"import sys; sys.path.insert(0, {str(TESTS.parent)!r}); from tests.test_faults import child_main; child_main(sys.argv[1])"
+CHILD = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from tests.engine.test_faults import child_main; child_main(sys.argv[1])"
 
 
 class Wide(nn.Module):
@@ -36,14 +43,9 @@ class Wide(nn.Module):
 
 def child_main(out: str) -> None:
     """Train (or resume) the run in ``out``/faults to EPOCHS epochs."""
-    import labelreg.engine as engine
-    from labelreg.config import config_from_dict
-    from labelreg.engine import fit, make_loader
-    from tests.test_engine import Points, make_task
-
     torch.set_num_threads(1)
-    save = engine.save_checkpoint  # widen the gaps between the writes, so the kills land in them more often
-    engine.save_checkpoint = lambda path, payload: (save(path, payload), time.sleep(0.05))[0]
+    save = engine_loop.save_checkpoint  # widen the gaps between the writes, so the kills land in them more often
+    engine_loop.save_checkpoint = lambda path, payload: (save(path, payload), time.sleep(0.05))[0]
     cfg = config_from_dict({"name": "faults", "output_dir": out,
                             "optim": {"lr": 0.01, "schedule": "step", "milestones": [3], "gamma": 0.5},
                             "train": {"epochs": EPOCHS, "log_every": 1, "best_metric": "mse", "best_mode": "min"}})
@@ -66,8 +68,6 @@ def start(out: Path) -> subprocess.Popen:
 
 def check_consistent(run_dir: Path) -> str:
     """Every checkpoint loads; best.pt agrees with last.pt (or is in the repairable window). Returns the state."""
-    from labelreg.engine import load_checkpoint
-
     checkpoints = run_dir / "checkpoints"
     loaded = {path.name: load_checkpoint(path) for path in checkpoints.glob("*.pt")} if checkpoints.is_dir() else {}
     if "last.pt" not in loaded:
@@ -83,8 +83,6 @@ def check_consistent(run_dir: Path) -> str:
 
 
 def test_kill_9_at_random_points_then_resume_matches_the_uninterrupted_run(tmp_path):
-    from labelreg.engine import load_checkpoint
-
     reference = start(tmp_path / "reference")
     assert reference.wait(timeout=120) == 0, reference.stderr.read()
 
