@@ -15,9 +15,10 @@ from labelreg.engine.optim import (EpochAwareLR, build_optimizer, build_schedule
                                    parameter_groups)
 
 # Moved to lower layers; re-exported here until every importer imports them from there.
-from labelreg.data.loader import PAD_VALUES, Batch, ShardSampler, make_loader, pad_collate, set_loader_epoch, to_device
-from labelreg.runtime import epoch_seed, resolve_device, seed_everything, training_device
-from labelreg.storage import load_checkpoint, safe_load, save_checkpoint, write_json
+from labelreg.data.loader import (PAD_VALUES, Batch, ShardSampler, make_loader, pad_collate,  # noqa: F401
+                                  set_loader_epoch, to_device)
+from labelreg.runtime import epoch_seed, resolve_device, seed_everything, training_device  # noqa: F401
+from labelreg.storage import load_checkpoint, safe_load, save_checkpoint, write_json  # noqa: F401
 
 Task = LoopSpec  # deprecated: the old name, easily confused with ``cfg.task``; use ``LoopSpec``
 

@@ -79,7 +79,6 @@ class LoopSpec:
     dynamic_loss_weights: Callable[[list[dict]], dict[str, float]] | None = None  # from the history (balancing)
 
 
-
 def autocast(device: torch.device, amp: str):
     """``torch.autocast`` for ``train.amp``: ``none`` (disabled), ``bf16`` or ``fp16``."""
     if amp == "none":
@@ -105,18 +104,18 @@ def _check_finite(finite: torch.Tensor, state: TrainState, last_terms: dict[str,
             "The last good checkpoint on disk is unchanged; lower the learning rate or enable grad clipping.")
 
 
-def train_one_epoch(task: LoopSpec, loader: DataLoader, optimizer: torch.optim.Optimizer,
+def train_one_epoch(spec: LoopSpec, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
                     state: TrainState, cfg: Config, device: torch.device, writer=None,
                     weights: dict[str, float] | None = None, model: nn.Module | None = None) -> dict[str, float]:
     """One pass over ``loader``; returns the mean of every (unweighted) loss term (over all ranks).
 
     ``weights`` multiply the terms (default ``train.loss_weights``; 1 for unnamed terms).
-    ``model``: what runs the steps (``task.model`` wrapped in DDP / ``torch.compile``; default
-    ``task.model``). Host syncs only at log intervals.
+    ``model``: what runs the steps (``spec.model`` wrapped in DDP / ``torch.compile``; default
+    ``spec.model``). Host syncs only at log intervals.
     """
     weights = cfg.train.loss_weights if weights is None else weights
-    model = task.model if model is None else model
+    model = spec.model if model is None else model
     model.train()
     sums: dict[str, torch.Tensor] = {}
     finite = torch.ones((), dtype=torch.bool, device=device)
@@ -125,12 +124,12 @@ def train_one_epoch(task: LoopSpec, loader: DataLoader, optimizer: torch.optim.O
     progress = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}", leave=False, dynamic_ncols=True,
                     disable=None if current().is_main else True)
     for batch in progress:
-        batch = task.augment(to_device(batch, device))
+        batch = spec.augment(to_device(batch, device))
         if cfg.train.channels_last:  # the model's weights are channels_last too (the trainers convert them)
             batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
         with autocast(device, cfg.train.amp):
-            outputs = task.forward(model, batch)
-            terms = task.losses(outputs, batch)
+            outputs = spec.forward(model, batch)
+            terms = spec.losses(outputs, batch)
         total = weighted_total(terms, weights)
         terms = {**{name: value.detach().float() for name, value in terms.items()}, "total": total.detach()}
         finite &= torch.isfinite(total.detach())
@@ -172,6 +171,7 @@ def predict_batches(model: nn.Module, loader: Iterable[Batch], device: torch.dev
     finally:
         model.train(was_training)
 
+
 # ----------------------------------------------------------------------------- fit
 
 
@@ -183,10 +183,9 @@ def _is_better(value: float, best: float | None, mode: str) -> bool:
     return value > best if mode == "max" else value < best
 
 
-
-def fit(cfg: Config, task: LoopSpec, train_loader: DataLoader, val_loader: DataLoader | None, *,
+def fit(cfg: Config, spec: LoopSpec, train_loader: DataLoader, val_loader: DataLoader | None, *,
         device: torch.device, resume: str | Path | None = None) -> TrainState:
-    """Train ``task.model`` for ``cfg.train.epochs`` epochs in ``cfg.run_dir``; see the module docstring.
+    """Train ``spec.model`` for ``cfg.train.epochs`` epochs in ``cfg.run_dir``; see the module docstring.
 
     The run directory is claimed for the whole run (``claim_run_directory``): a fresh run refuses a
     folder that holds checkpoints (the CLI's ``--overwrite`` claims it first to replace them).
@@ -194,10 +193,10 @@ def fit(cfg: Config, task: LoopSpec, train_loader: DataLoader, val_loader: DataL
     # continuing this run's own checkpoint may write over its files; a checkpoint from elsewhere starts a new run
     resume_here = resume is not None and run_directory(resume) == Path(cfg.run_dir).resolve()
     with claim_run_directory(cfg.run_dir, resume=resume_here):
-        return _fit(cfg, task, train_loader, val_loader, device=device, resume=resume)
+        return _fit(cfg, spec, train_loader, val_loader, device=device, resume=resume)
 
 
-def _fit(cfg: Config, task: LoopSpec, train_loader: DataLoader, val_loader: DataLoader | None, *,
+def _fit(cfg: Config, spec: LoopSpec, train_loader: DataLoader, val_loader: DataLoader | None, *,
          device: torch.device, resume: str | Path | None = None) -> TrainState:
     main_process = current().is_main  # only rank 0 writes; every rank trains and evaluates
     run_dir = cfg.run_dir
@@ -215,13 +214,13 @@ def _fit(cfg: Config, task: LoopSpec, train_loader: DataLoader, val_loader: Data
     total_steps = steps_per_epoch * cfg.train.epochs
     if cfg.train.max_steps is not None:
         total_steps = min(total_steps, cfg.train.max_steps)
-    optimizer = build_optimizer(cfg.optim, task.model)
+    optimizer = build_optimizer(cfg.optim, spec.model)
     scheduler = build_scheduler(cfg.optim, optimizer, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16" and device.type == "cuda")
     state = TrainState()
 
     if checkpoint is not None:
-        task.model.load_state_dict(checkpoint["model"])
+        spec.model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
@@ -244,8 +243,8 @@ def _fit(cfg: Config, task: LoopSpec, train_loader: DataLoader, val_loader: Data
     if device.type == "cuda":  # fixed training shapes: let cuDNN pick its fastest kernels; TF32 matmuls
         torch.backends.cudnn.benchmark = True
         torch.set_float32_matmul_precision("high")
-    # the optimizer holds task.model's parameters, which DDP and torch.compile share
-    train_model = wrap_model(task.model, device, sync_bn=cfg.train.sync_bn,
+    # the optimizer holds spec.model's parameters, which DDP and torch.compile share
+    train_model = wrap_model(spec.model, device, sync_bn=cfg.train.sync_bn,
                              find_unused_parameters=cfg.train.find_unused_parameters)
     if cfg.train.compile:
         train_model = torch.compile(train_model)
@@ -254,32 +253,32 @@ def _fit(cfg: Config, task: LoopSpec, train_loader: DataLoader, val_loader: Data
         while state.epoch < cfg.train.epochs:
             if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
                 break
-            for generator in [train_loader.generator, *task.generators]:  # batch order: the same on every rank
+            for generator in [train_loader.generator, *spec.generators]:  # batch order: the same on every rank
                 if generator is not None:
                     generator.manual_seed(epoch_seed(cfg.train.seed, state.epoch))
-            for generator in task.rank_generators:  # augmentation: each rank its own reproducible stream
+            for generator in spec.rank_generators:  # augmentation: each rank its own reproducible stream
                 generator.manual_seed(epoch_seed(cfg.train.seed, state.epoch, current().rank))
-            if task.before_epoch is not None:
-                task.before_epoch(state.epoch)
+            if spec.before_epoch is not None:
+                spec.before_epoch(state.epoch)
             scheduler.set_epoch(state.epoch)
             set_loader_epoch(train_loader, state.epoch)
             weights = dict(cfg.train.loss_weights)
-            if task.dynamic_loss_weights is not None:
-                weights.update(task.dynamic_loss_weights(state.history))
+            if spec.dynamic_loss_weights is not None:
+                weights.update(spec.dynamic_loss_weights(state.history))
             started = time.perf_counter()
-            train_means = train_one_epoch(task, train_loader, optimizer, scheduler, scaler, state, cfg, device, writer,
+            train_means = train_one_epoch(spec, train_loader, optimizer, scheduler, scaler, state, cfg, device, writer,
                                           weights, model=train_model)
             state.epoch += 1
             entry: dict[str, float] = {"epoch": state.epoch, "step": state.step,
                                        "seconds": round(time.perf_counter() - started, 2),
                                        **{f"train/{name}": value for name, value in train_means.items()}}
-            if task.dynamic_loss_weights is not None:  # the balancing is part of the record
+            if spec.dynamic_loss_weights is not None:  # the balancing is part of the record
                 entry.update({f"weight/{name}": value for name, value in weights.items()})
             last_epoch = state.epoch == cfg.train.epochs or (
                 cfg.train.max_steps is not None and state.step >= cfg.train.max_steps)
             improved = False
             if val_loader is not None and (state.epoch % cfg.train.eval_every == 0 or last_epoch):
-                metrics = task.evaluate(task.model, val_loader, device)
+                metrics = spec.evaluate(spec.model, val_loader, device)
                 entry.update({f"val/{name}": value for name, value in metrics.items() if isinstance(value, (int, float))})
                 for name, value in metrics.items():
                     if isinstance(value, (int, float)) and writer is not None:
@@ -289,17 +288,17 @@ def _fit(cfg: Config, task: LoopSpec, train_loader: DataLoader, val_loader: Data
                                       f"metrics {sorted(metrics)}")
                 if _is_better(metrics[cfg.train.best_metric], state.best_value, cfg.train.best_mode):
                     state.best_value, state.best_epoch, improved = metrics[cfg.train.best_metric], state.epoch, True
-                if task.visualize is not None and writer is not None:
+                if spec.visualize is not None and writer is not None:
                     sample = next(iter(val_loader))
                     with torch.inference_mode():
-                        task.model.eval()
-                        image = task.visualize(task.model, task.eval_augment(to_device(sample, device)))
-                        task.model.train()
+                        spec.model.eval()
+                        image = spec.visualize(spec.model, spec.eval_augment(to_device(sample, device)))
+                        spec.model.train()
                     writer.add_image("val/examples", image, state.step)
             state.history.append(entry)
             if not main_process:
                 continue
-            payload = checkpoint_payload(task.model, optimizer, scheduler, scaler, state, cfg, entry)
+            payload = checkpoint_payload(spec.model, optimizer, scheduler, scaler, state, cfg, entry)
             # last.pt is the commit point; best.pt and metrics.json follow it (repair_run fixes a crash in between)
             save_checkpoint(run_dir / "checkpoints" / "last.pt", payload)
             if improved:

@@ -24,7 +24,8 @@ from tests.engine.test_engine import Points, make_task
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 6
-CHILD = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from tests.engine.test_faults import child_main; child_main(sys.argv[1])"
+CHILD = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+         "from tests.engine.test_faults import child_main; child_main(sys.argv[1])")
 
 
 class Wide(nn.Module):
