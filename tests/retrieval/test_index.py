@@ -1,55 +1,18 @@
-"""Label-space nearest-neighbour introspection: boxes, distances, the on-disk index, queries, CLI."""
+"""Label-space retrieval: window distances, feature sources, the on-disk index, search, figures."""
 import itertools
 import json
-from pathlib import Path
+import os
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from labelreg.cli import main
-from labelreg.config import load_config, to_dict
-from labelreg.engine import save_checkpoint
-from labelreg.introspect import (CELL, Cells, ImageFeatures, LabelFeatures, RegionIndex, build_index, cells_to_pixel_box, class_box,
-                                 grid_shape, pixel_box_to_cells, query_figure, run_query, window_distances)
+from labelreg.data.nyu import NYUv2Labeled
 from labelreg.models import LabelAutoencoder
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-# ---------------------------------------------------------------------------- boxes
-@pytest.mark.parametrize("size", [(64, 80), (70, 85), (17, 33)])
-def test_cell_boxes_round_trip_through_pixels(size):
-    rows, cols = grid_shape(*size)
-    assert (rows, cols) == (-(-size[0] // CELL), -(-size[1] // CELL))
-    for r0, r1 in itertools.combinations(range(rows + 1), 2):
-        for c0, c1 in itertools.combinations(range(cols + 1), 2):
-            cells = Cells(r0, c0, r1, c1)
-            box = cells_to_pixel_box(cells, size)
-            assert box == (16 * r0, 16 * c0, min(16 * r1, size[0]), min(16 * c1, size[1]))  # the last cell is partial
-            assert pixel_box_to_cells(box, size) == cells
-
-
-def test_pixel_boxes_snap_to_nearest_cell_edges():
-    assert pixel_box_to_cells((5, 7, 30, 41), (64, 80)) == Cells(0, 0, 2, 3)
-    assert pixel_box_to_cells((9, 24, 23, 57), (64, 80)) == Cells(1, 1, 2, 4)  # 9→1, 23→1: thin → centre; 24: tie
-    assert pixel_box_to_cells((8, 0, 40, 80), (64, 80)) == Cells(0, 0, 3, 5)  # ties widen the box
-    assert pixel_box_to_cells((0, 0, 70, 83), (70, 85)) == Cells(0, 0, 5, 6)  # the border is the last cell's edge
-    assert pixel_box_to_cells((0, 0, 70, 82), (70, 85)) == Cells(0, 0, 5, 5)
-    assert pixel_box_to_cells((20, 20, 22, 22), (64, 80)) == Cells(1, 1, 2, 2)  # a 2-pixel box keeps its cell
-    with pytest.raises(ValueError, match="y0 < y1"):
-        pixel_box_to_cells((10, 10, 10, 20), (64, 80))
-    with pytest.raises(ValueError, match="<= 80"):
-        pixel_box_to_cells((0, 0, 16, 96), (64, 80))
-
-
-def test_class_box_is_the_largest_connected_region():
-    label = np.zeros((20, 30), np.int64)
-    label[2:4, 2:4] = 3          # small blob
-    label[10:18, 5:25] = 3       # large blob
-    assert class_box(label, 3) == (10, 5, 18, 25)
-    with pytest.raises(ValueError, match="class 7"):
-        class_box(label, 7)
+from labelreg.retrieval.figure import query_figure
+from labelreg.retrieval.index import RegionIndex, build_index, open_index, run_query, window_distances
+from labelreg.retrieval.sources import ImageFeatures, LabelFeatures
 
 
 # ---------------------------------------------------------------------------- distances
@@ -126,8 +89,6 @@ def test_own_image_is_excluded_and_per_image_limits_matches(tmp_path):
 
 
 def test_index_built_in_chunks_equals_the_one_built_at_once(tiny_synthetic, tmp_path):
-    from labelreg.data.nyu import NYUv2Labeled
-
     dataset = NYUv2Labeled(tiny_synthetic.nyu_mat, "test", splits_path=tiny_synthetic.splits,
                            mapping_path=tiny_synthetic.mapping)
     source = LabelFeatures(LabelAutoencoder(41, "32"), torch.device("cpu"))
@@ -161,8 +122,6 @@ def test_query_figure_api(tmp_path):
     assert lines[2].split()[1] == result.matches[0].image_id
     assert json.loads(json.dumps(result.as_dict())) == result.as_dict()
     path = query_figure([(result, reference[0]), (result, reference[1])], reference, tmp_path / "grid.png")
-    from PIL import Image
-
     with Image.open(path) as picture:
         assert picture.width > 3 * 150 and picture.height > 2 * 140
 
@@ -183,73 +142,55 @@ def test_image_source_predicts_label_maps_in_the_images_own_pixels():
     assert predicted.dtype == torch.int64 and torch.equal(predicted, expected)
 
 
-# ---------------------------------------------------------------------------- through the CLI
-def write_checkpoints(root, out):
-    """A phase-one autoencoder and a decoder-regularized tiny segmenter, saved as train-ae / train-seg do."""
-    from labelreg.train_seg import build_model
+class CountingSource(LabelFeatures):
+    """A label source that counts the samples it encodes: only building an index encodes any."""
 
-    tiny = ["data.dataset=voc", "data.val_split=val", f"data.root={root}", f"output_dir={out}"]
-    ae_cfg = load_config(CONFIGS / "demo" / "ae-128_synth-nyu40.yaml", [*tiny, "name=ae", "model.variant=32"])
-    torch.manual_seed(0)
-    autoencoder = LabelAutoencoder(21, "32")
-    ae_path = ae_cfg.run_dir / "checkpoints" / "best.pt"
-    save_checkpoint(ae_path, {"model": autoencoder.state_dict(), "config": to_dict(ae_cfg)})
-    seg_cfg = load_config(CONFIGS / "demo" / "zoomout-densenet67-tiny_dec128_synth-nyu40.yaml",
-                          [*tiny, "name=seg", f"regularizer.autoencoder={ae_path}", "model.options.hidden=16"])
-    model = build_model(seg_cfg, 21)
-    seg_path = seg_cfg.run_dir / "checkpoints" / "best.pt"
-    save_checkpoint(seg_path, {"model": model.state_dict(), "config": to_dict(seg_cfg)})
-    return ae_path, seg_path
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+
+    def __call__(self, sample):
+        self.calls += 1
+        return super().__call__(sample)
 
 
-def test_cli_queries_from_labels_and_from_images_on_a_voc_layout(tiny_synthetic, tmp_path, capsys):
-    ae_path, seg_path = write_checkpoints(tiny_synthetic.root, tmp_path / "runs")
-    from labelreg.data.voc import VOCSegmentation
+def test_open_index_reuses_the_index_until_the_checkpoint_or_the_data_change(tmp_path):
+    checkpoint = tmp_path / "run" / "checkpoints" / "best.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"weights")  # only its path, size and modification time name the index
+    reference = Scenes([(f"scene{i}", [(1 + i, (16, 16, 48, 64))]) for i in range(3)])
+    source = CountingSource(random_autoencoder(), torch.device("cpu"))
 
-    train_ids = VOCSegmentation(tiny_synthetic.root, "train").ids
-    out = tmp_path / "q"
-    assert main(["query", "--autoencoder", str(ae_path), "--image", train_ids[0], "--box", "16,16,48,64",
-                 "--k", "2", "--json", str(out / "labels.json"), "--figure", str(out / "labels.png")]) == 0
-    printed = capsys.readouterr().out
-    assert (out / "labels.png").is_file()
-    record = json.loads((out / "labels.json").read_text())
-    assert record["reference_split"] == "val" and record["reference_from"] == "labels"
-    matches = record["results"][0]["matches"]
-    assert len(matches) == 2 and matches[0]["distance"] <= matches[1]["distance"]
-    ranked = [line.split() for line in printed.splitlines() if line.strip().startswith(("1 ", "2 "))]
-    assert [(row[1], float(row[3])) for row in ranked] == [(m["image_id"], round(m["distance"], 4)) for m in matches]
-    assert record["results"][0]["box"] == [16, 16, 48, 64] and record["results"][0]["cells"] == [1, 1, 3, 4]
-    assert list((ae_path.parents[1] / "index").glob("labels-*/index.json"))  # kept next to the checkpoint
+    def opened(dataset=reference, description="scenes", **options):
+        before = source.calls
+        index = open_index(source, dataset, checkpoint, description=description, progress=False, **options)
+        return index, source.calls - before  # samples encoded: 0 when reused
 
-    # from an image, searching its own split: the query's own image never comes back
-    assert main(["query", "--segmenter", str(seg_path), "--image", "0", "--reference-split", "train", "--k", "3",
-                 "--json", str(out / "images.json"), "--figure", str(out / "images.png")]) == 0
-    record = json.loads((out / "images.json").read_text())
-    assert record["reference_from"] == "images" and len(record["results"][0]["matches"]) == 3
-    assert train_ids[0] not in [m["image_id"] for m in record["results"][0]["matches"]]
-    assert (out / "images.png").is_file()
+    first, encoded = opened()
+    assert encoded == 3 and first.path.parent == tmp_path / "run" / "index" and first.path.name.startswith("labels-")
+    written = (first.path / "features.bin").stat().st_mtime_ns
+    again, encoded = opened()
+    assert encoded == 0 and again.path == first.path and again.images == first.images
+    assert (first.path / "features.bin").stat().st_mtime_ns == written  # not rewritten
+    assert opened(rebuild=True)[1] == 3
 
-    # the same figure coloured by the segmenter's predictions instead of the ground truth
-    assert main(["query", "--segmenter", str(seg_path), "--image", "0", "--reference-split", "train", "--k", "3",
-                 "--overlay", "predictions", "--json", str(out / "pred.json"), "--figure", str(out / "pred.png")]) == 0
-    from PIL import Image
+    # the data change: another description (data set, root, split) or another number of images
+    other, encoded = opened(description="scenes, another split")
+    assert encoded == 3 and other.path != first.path
+    assert opened(description="scenes, another split")[1] == 0
+    fewer, encoded = opened(dataset=Scenes(reference.scenes[:2]))
+    assert encoded == 2 and fewer.path not in (first.path, other.path)
+    assert opened(dtype="float16")[1] == 3
 
-    with Image.open(out / "images.png") as truth, Image.open(out / "pred.png") as predicted:
-        assert truth.size == predicted.size and not np.array_equal(np.asarray(truth), np.asarray(predicted))
+    # the checkpoint changes (a newer best.pt): rebuilt once, then reused again
+    stat = checkpoint.stat()
+    os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    newer, encoded = opened()
+    assert encoded == 3 and newer.path != first.path
+    assert opened()[1] == 0
 
-
-def test_cli_query_errors_are_clear(tiny_synthetic, tmp_path, capsys):
-    ae_path, seg_path = write_checkpoints(tiny_synthetic.root, tmp_path / "runs")
-    assert main(["query", "--image", "0"]) == 2
-    assert "--autoencoder" in capsys.readouterr().err
-    assert main(["query", "--autoencoder", str(ae_path), "--image", "no_such_id"]) == 2
-    assert "no_such_id" in capsys.readouterr().err
-    assert main(["query", "--autoencoder", str(ae_path), "--image", "0", "--class", "aeroplane_xyz"]) == 2
-    assert "not a class" in capsys.readouterr().err
-    assert not (ae_path.parents[1] / "index").exists()  # both refused before an index was built
-    assert main(["query", "--segmenter", str(ae_path), "--image", "0"]) == 2
-    assert "regularizer.kind=decoder" in capsys.readouterr().err
-    assert main(["query", "--segmenter", str(seg_path), "--image", "0", "--reference-from", "labels"]) == 2
-    assert "--autoencoder" in capsys.readouterr().err
-    assert main(["query", "--autoencoder", str(ae_path), "--image", "0", "--overlay", "predictions"]) == 2
-    assert "--overlay predictions needs --segmenter" in capsys.readouterr().err
+    # an explicit folder holding the index of other data is rebuilt in place
+    folder = tmp_path / "mine"
+    assert opened(folder=folder)[1] == 3 and opened(folder=folder)[1] == 0
+    assert opened(folder=folder, description="scenes, another split")[1] == 3
+    assert RegionIndex.load(folder).meta["data"] == "scenes, another split"
