@@ -2,12 +2,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import sys
 import time
 from pathlib import Path
 
-from labelreg.config import ConfigError, config_from_dict, load_config
+from labelreg.config import ConfigError, config_from_dict, load_config, to_dict
+from labelreg.engine import claim_run_directory, run_directory
+from labelreg.models.regularizer import plain_segmenter_state
+from labelreg.storage import load_checkpoint, save_checkpoint, write_json
+from labelreg.tasks import TASKS, TaskEntry, task_entry
+from labelreg.tasks.evaluate import format_metrics
+from labelreg.tasks.resolved import resolved_for_checkpoint
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -29,26 +36,28 @@ def cmd_synth(args: argparse.Namespace) -> None:
         print(f"  {name:15s} {getattr(paths, name)}")
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    """train-ae / train-seg / train-cls / train-depth: the same flow, different trainers and ``task``."""
-    import importlib
+def task_table() -> dict[str, TaskEntry]:
+    """Every task the CLI trains and evaluates: labelreg's ``TASKS``, and the entries of the packages built
+    on labelreg (depth's is merged in here: the application layer is the one place that knows depth)."""
+    return dict(TASKS)
 
-    module, task = {"train-ae": ("labelreg.train_ae", "autoencoder"),
-                    "train-seg": ("labelreg.train_seg", "segmentation"),
-                    "train-cls": ("labelreg.train_cls", "classification"),
-                    # the one place labelreg reaches into the depth package, and only when asked to
-                    "train-depth": ("depth.train", "depth")}[args.command]
+
+TRAIN_COMMANDS = {"train-ae": "autoencoder", "train-seg": "segmentation", "train-cls": "classification",
+                  "train-depth": "depth"}  # subcommand → the cfg.task it trains
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """train-ae / train-seg / train-cls / train-depth: the same flow, the task's ``train`` from ``task_table()``."""
+    task = TRAIN_COMMANDS[args.command]
     cfg = load_config(args.config, args.overrides)
     if cfg.task != task:
         raise ConfigError(f"{args.config} has task={cfg.task!r}; labelreg {args.command} trains task={task!r}")
-    from labelreg.engine import claim_run_directory, run_directory
-
     # --resume-from a checkpoint of another run starts this run from it (so this folder must be free, or --overwrite)
     resume_here = args.resume or (args.resume_from is not None
                                   and run_directory(args.resume_from) == cfg.run_dir.resolve())
     if args.overwrite and resume_here:
         raise ConfigError("--overwrite deletes the run's checkpoints, --resume continues from them: give one of them")
-    train = importlib.import_module(module).train
+    train = task_entry(task, task_table()).train
     # held until the run ends: refuses a second process, and a finished run unless --resume or --overwrite
     with claim_run_directory(cfg.run_dir, resume=resume_here, overwrite=args.overwrite):
         resume = args.resume_from
@@ -62,14 +71,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from labelreg.engine import load_checkpoint, run_directory, write_json
-    from labelreg.evaluation import evaluate_checkpoint, format_metrics
-
+    """Score a checkpoint with its task's ``evaluate_checkpoint``, reading back its run's resolved record."""
     checkpoint = load_checkpoint(args.checkpoint)
     cfg = config_from_dict(checkpoint["config"], args.overrides)
     split = args.split or cfg.data.val_split
-    metrics = evaluate_checkpoint(cfg, checkpoint, split, save_predictions=args.save_predictions, aux=args.aux,
-                                  figure=args.figure)
+    evaluate = task_entry(cfg.task, task_table()).evaluate_checkpoint
+    metrics = evaluate(cfg, checkpoint, split, save_predictions=args.save_predictions, aux=args.aux,
+                       figure=args.figure, resolved=resolved_for_checkpoint(args.checkpoint))
     print(format_metrics(metrics, title=f"{cfg.name} — {cfg.task} on {cfg.data.dataset} {split}"))
     protocol = None
     if cfg.task == "depth":
@@ -86,19 +94,18 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    """Write a regularized run's plain segmenter: same weights, auxiliary branch and decoder dropped."""
-    from labelreg.config import to_dict
-    from labelreg.engine import load_checkpoint, save_checkpoint
-    from labelreg.models.regularizer import plain_segmenter_state
+    """Write a regularized run's plain segmenter: same weights, auxiliary branch and decoder dropped.
 
+    Its config is the run's with ``regularizer.kind: none`` and no backbone or start weights to read
+    (a new config; the run's is left as it was loaded)."""
     checkpoint = load_checkpoint(args.checkpoint)
     cfg = config_from_dict(checkpoint["config"])
     if cfg.task != "segmentation":
         raise ConfigError(f"{args.checkpoint} is a {cfg.task!r} checkpoint; export is for segmenters")
     state = plain_segmenter_state(checkpoint["model"])
-    cfg.regularizer.kind = "none"
-    cfg.model.pretrained_backbone = cfg.model.init_from = None
-    save_checkpoint(args.out, {"model": state, "config": to_dict(cfg), "exported_from": str(args.checkpoint),
+    exported = dataclasses.replace(cfg, regularizer=dataclasses.replace(cfg.regularizer, kind="none"),
+                                   model=dataclasses.replace(cfg.model, pretrained_backbone=None, init_from=None))
+    save_checkpoint(args.out, {"model": state, "config": to_dict(exported), "exported_from": str(args.checkpoint),
                                "metrics": checkpoint.get("metrics", {})})
     dropped = len(checkpoint["model"]) - len(state)
     print(f"wrote {args.out}: {cfg.model.name}, {len(state)} tensors ({dropped} of the auxiliary branch dropped)")

@@ -5,10 +5,20 @@ import sys
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 
+import torch
+from PIL import Image
+
 from labelreg.cli import main
-from labelreg.engine import load_checkpoint
+from labelreg.config import config_from_dict
+from labelreg.models.autoencoder import LabelAutoencoder
+from labelreg.palette import voc_palette
+from labelreg.storage import load_checkpoint, save_checkpoint
+from labelreg.tasks import model_from_checkpoint
+from labelreg.tasks.evaluate import evaluation_loader
+from labelreg.tasks.segmentation import segmentation_task
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -116,15 +126,20 @@ def test_phase_two_train_eval_export(tiny_synthetic, tmp_path, capsys):
                  f"regularizer.autoencoder={autoencoder}"]) == 0
     run = tmp_path / "reg"
     checkpoint = load_checkpoint(run / "checkpoints" / "best.pt")
-    assert checkpoint["config"]["train"]["loss_weights"] == {"aux": 0.5}
+    # the config is stored as given; the defaults the run filled in are in its resolved record
+    assert checkpoint["config"]["train"]["loss_weights"] == {}
+    assert json.loads((run / "resolved.json").read_text())["loss_weights"] == {"aux": 0.5}
     assert "val/aux_miou" in checkpoint["metrics"] and "train/aux" in checkpoint["metrics"]
     capsys.readouterr()
 
     # plain evaluation needs no autoencoder file; --aux scores the decoder's output too
     autoencoder.rename(tmp_path / "moved.pt")
-    assert main(["eval", "--checkpoint", str(run / "checkpoints" / "best.pt")]) == 0
+    predictions = tmp_path / "predictions"
+    assert main(["eval", "--checkpoint", str(run / "checkpoints" / "best.pt"), "--save-predictions",
+                 str(predictions)]) == 0
     plain = json.loads((run / "eval_test.json").read_text())["metrics"]
     assert plain["miou"] == pytest.approx(checkpoint["metrics"]["val/miou"], abs=1e-6)
+    assert_saved_predictions(checkpoint, predictions)
     figure = tmp_path / "fig.png"
     assert main(["eval", "--checkpoint", str(run / "checkpoints" / "best.pt"), "--aux", "--figure", str(figure)]) == 0
     assert figure.stat().st_size > 0
@@ -140,30 +155,69 @@ def test_phase_two_train_eval_export(tiny_synthetic, tmp_path, capsys):
     assert "--aux needs" in capsys.readouterr().err
 
 
+def assert_saved_predictions(checkpoint, folder):
+    """One VOC-palette PNG per evaluated image, holding the class the checkpoint's segmenter predicts."""
+    cfg = config_from_dict(checkpoint["config"])
+    dataset, loader = evaluation_loader(cfg, cfg.data.val_split, torch.device("cpu"))
+    model = model_from_checkpoint(checkpoint, num_classes=40).eval()
+    task = segmentation_task(cfg, model, [str(index) for index in range(40)])
+    assert len(list(folder.glob("*.png"))) == len(dataset)
+    for batch in loader:
+        with torch.no_grad():
+            prediction = model(task.eval_augment(batch)["image"])["seg"].argmax(1)
+        for name, expected in zip(batch["name"], prediction):
+            picture = Image.open(folder / f"{name}.png")
+            assert picture.mode == "P" and picture.getpalette()[:120] == voc_palette()[:40].flatten().tolist()
+            assert torch.equal(torch.from_numpy(np.array(picture)).long(), expected)
+
+
 def untrained_autoencoder(path, variant="32"):
     """A phase-one checkpoint without the training (a random init is enough to train through it)."""
-    from labelreg.engine import save_checkpoint
-    from labelreg.models.autoencoder import LabelAutoencoder
-
     save_checkpoint(path, {"model": LabelAutoencoder(40, variant).state_dict(),
                            "config": {"task": "autoencoder", "model": {"variant": variant}}})
     return path
 
 
-@pytest.mark.parametrize("overrides", [
-    ["regularizer.kind=encoder", "regularizer.autoencoder=AE"],  # the encoder stays frozen: a real phase one
-    ["regularizer.kind=decoder", "regularizer.random_init=true", "regularizer.frozen=false", "regularizer.loss=mse"],
-    ["model.freeze_backbone_epochs=1", "train.epochs=2"],
-    ["regularizer.kind=decoder", "regularizer.random_init=true", "regularizer.frozen=false", "regularizer.variant=32",
-     "regularizer.aux_crop=2"],
-], ids=["encoder", "unfrozen-random-mse", "staged-freezing", "decoder-crop"])
-def test_regularizer_variants_train(tiny_synthetic, tmp_path, overrides):
+@pytest.mark.parametrize("overrides, variant, weight", [
+    (["regularizer.kind=encoder", "regularizer.autoencoder=AE"], "32", 0.5),  # the encoder stays frozen: a real phase one
+    (["regularizer.kind=decoder", "regularizer.random_init=true", "regularizer.frozen=false", "regularizer.loss=mse"],
+     "128", 1.0),
+    (["regularizer.kind=decoder", "regularizer.random_init=true", "regularizer.frozen=false", "regularizer.variant=32",
+      "regularizer.aux_crop=2"], "32", 0.5),
+], ids=["encoder", "unfrozen-random-mse", "decoder-crop"])
+def test_regularizer_variants_train(tiny_synthetic, tmp_path, overrides, variant, weight):
     seg_config = str(CONFIGS / "demo" / "zoomout-densenet67-tiny_synth-nyu40.yaml")
     overrides = [item.replace("=AE", f"={untrained_autoencoder(tmp_path / 'ae.pt')}") for item in overrides]
     assert main(["train-seg", "--config", seg_config, *tiny_overrides(tiny_synthetic.root, tmp_path), TINY_SEG,
                  "train.epochs=1", *overrides]) == 0
     history = json.loads((tmp_path / "tiny" / "metrics.json").read_text())["history"]
-    assert all(entry["train/total"] == entry["train/total"] for entry in history)  # finite
+    # the regularizer's term was trained with its default weight, through an autoencoder of the resolved variant
+    assert history[-1]["train/aux"] > 0 and history[-1]["weight/aux"] == weight
+    assert json.loads((tmp_path / "tiny" / "resolved.json").read_text())["autoencoder_variant"] == variant
+
+
+def backbone_parameters(path):
+    return {key: value for key, value in load_checkpoint(path)["model"].items() if key.startswith("backbone.")
+            and "running_" not in key and "num_batches_tracked" not in key}  # parameters, not BatchNorm statistics
+
+
+def test_staged_freezing_trains_the_backbone_only_after_its_frozen_epochs(tiny_synthetic, tmp_path):
+    seg_config = str(CONFIGS / "demo" / "zoomout-densenet67-tiny_synth-nyu40.yaml")
+    common = [*tiny_overrides(tiny_synthetic.root, tmp_path), TINY_SEG, "model.freeze_backbone_epochs=1"]
+    # known starting weights: a run whose backbone never trains keeps its initial one
+    assert main(["train-seg", "--config", seg_config, *common, "name=start", "train.epochs=1",
+                 "model.freeze_backbone_epochs=0", "model.freeze_backbone=true"]) == 0
+    start = tmp_path / "start" / "checkpoints" / "last.pt"
+    staged = [*common, f"model.init_from={start}"]
+    # epoch 0 of a run started from them (model.init_from) leaves the backbone as it was
+    assert main(["train-seg", "--config", seg_config, *staged, "train.epochs=1"]) == 0
+    last = tmp_path / "tiny" / "checkpoints" / "last.pt"
+    initial, after_one = backbone_parameters(start), backbone_parameters(last)
+    assert initial and all(torch.equal(initial[key], after_one[key]) for key in initial)
+    # epoch 1 (continued from the checkpoint) trains it
+    assert main(["train-seg", "--config", seg_config, *staged, "--resume", "train.epochs=2"]) == 0
+    after_two = backbone_parameters(last)
+    assert all(not torch.equal(initial[key], after_two[key]) for key in initial)
 
 
 def test_regularizer_config_errors(tiny_synthetic, tmp_path, capsys):

@@ -1,0 +1,132 @@
+"""The segmentation task: multi-scale and flipped inference (thesis §3.5.1), prediction PNGs, the
+asymmetric loss' class frequencies (thesis §3.3.2), and a run that leaves its config as it was loaded."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from labelreg.config import load_config
+from labelreg.data.build import build_dataset
+from labelreg.palette import IGNORE_INDEX, voc_palette
+from labelreg.storage import load_checkpoint
+from labelreg.tasks import TASKS, model_from_checkpoint
+from labelreg.tasks.inference import predict_probabilities
+from labelreg.tasks.resolved import RESOLVED_FILE, read_resolved
+from labelreg.tasks.segmentation import segmentation_task
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+SEG_CONFIG = CONFIGS / "demo" / "zoomout-densenet67-tiny_synth-nyu40.yaml"
+TINY_SEG = ("model.options={hidden: 16, backbone_options: {growth_rate: 8, block_config: [1, 1, 1, 1], "
+            "stem_channels: [8, 8, 8]}}")
+
+
+class SizeModel(nn.Module):
+    """Class 0's logit is the input height minus 48 everywhere, class 1's is 0: the answer depends only on
+    the scale the image is run at (32 rows: class 1; 64 or 96 rows: class 0)."""
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        logit = torch.full_like(x[:, :1], float(x.shape[-2] - 48))
+        return {"seg": torch.cat([logit, torch.zeros_like(logit)], 1)}
+
+
+class RampModel(nn.Module):
+    """Class 0's logit rises from -1 (left) to 3 (right), class 1's is 0, whatever the input: flipping
+    the input and the output back reverses the ramp, so the flip average favours class 0 everywhere."""
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        height, width = x.shape[-2:]
+        ramp = torch.linspace(-1.0, 3.0, width).expand(x.shape[0], 1, height, width)
+        return {"seg": torch.cat([ramp, torch.zeros_like(ramp)], 1)}
+
+
+def test_multi_scale_probabilities_are_the_mean_over_the_scales():
+    image = torch.randn(2, 3, 32, 40)
+    sigmoid = torch.sigmoid(torch.tensor([32.0 - 48, 64.0 - 48, 96.0 - 48, 16.0 - 48]))
+    probabilities = predict_probabilities(SizeModel(), image, scales=(1.0, 2.0, 3.0))
+    assert probabilities.shape == (2, 2, 32, 40)
+    assert torch.allclose(probabilities[:, 0], sigmoid[:3].mean().expand(2, 32, 40), atol=1e-6)
+    # a shorter side of 16 adds the 16×20 input
+    both = predict_probabilities(SizeModel(), image, scales=(1.0, 2.0, 3.0), short_sides=(16,))
+    assert torch.allclose(both[:, 0], sigmoid.mean().expand(2, 32, 40), atol=1e-6)
+
+
+def test_flip_averages_the_prediction_of_the_mirrored_image():
+    image = torch.randn(1, 3, 8, 5)
+    ramp = torch.linspace(-1.0, 3.0, 5)
+    plain = predict_probabilities(RampModel(), image)
+    flipped = predict_probabilities(RampModel(), image, flip=True)
+    assert torch.allclose(plain[0, 0], torch.sigmoid(ramp).expand(8, 5), atol=1e-6)
+    expected = (torch.sigmoid(ramp) + torch.sigmoid(ramp.flip(0))) / 2
+    assert torch.allclose(flipped[0, 0], expected.expand(8, 5), atol=1e-6)
+    assert bool((flipped[0, 0] > 0.5).all()) and not bool((plain[0, 0] > 0.5).all())
+
+
+def _batches(sizes=((32, 40), (32, 40))):
+    """One batch of uint8 images, all-zero labels (padded with ignore), names and original sizes."""
+    height, width = max(h for h, _ in sizes), max(w for _, w in sizes)
+    label = torch.full((len(sizes), height, width), IGNORE_INDEX, dtype=torch.int64)
+    for index, (h, w) in enumerate(sizes):
+        label[index, :h, :w] = 0
+    return [{"image": torch.randint(0, 255, (len(sizes), 3, height, width), dtype=torch.uint8), "label": label,
+             "name": [f"img{index}" for index in range(len(sizes))], "size": torch.tensor(sizes)}]
+
+
+@pytest.mark.parametrize("overrides, model, single, averaged", [
+    (["eval.scales=[1.0,2.0,3.0]"], SizeModel(), 0.0, 1.0),  # 32 rows alone: all class 1; with 64, 96: class 0
+    (["eval.flip=true"], RampModel(), 0.75, 1.0),  # the left quarter's class-0 logit is negative
+], ids=["scales", "flip"])
+def test_eval_settings_reach_the_segmentation_task(overrides, model, single, averaged):
+    cfg = load_config(SEG_CONFIG, ["data.num_workers=0"])
+    plain = segmentation_task(cfg, model, ["a", "b"]).evaluate(model, _batches(), torch.device("cpu"))
+    assert plain["pixel_acc"] == pytest.approx(single, abs=0.03)
+    cfg = load_config(SEG_CONFIG, ["data.num_workers=0", *overrides])
+    assert segmentation_task(cfg, model, ["a", "b"]).evaluate(model, _batches(), torch.device("cpu"))["pixel_acc"] == 1.0
+
+
+def test_saved_predictions_are_voc_palette_pngs_of_the_predicted_classes(tmp_path):
+    cfg = load_config(SEG_CONFIG, ["data.num_workers=0"])
+    model = RampModel()
+    segmentation_task(cfg, model, ["a", "b"], save_predictions=tmp_path).evaluate(
+        model, _batches(sizes=((32, 40), (20, 30))), torch.device("cpu"))
+    for name, (height, width) in (("img0", (32, 40)), ("img1", (20, 30))):
+        picture = Image.open(tmp_path / f"{name}.png")
+        assert picture.mode == "P" and picture.size == (width, height)  # cropped back to the image's own size
+        assert picture.getpalette()[:3 * 21] == voc_palette()[:21].flatten().tolist()
+        expected = (torch.linspace(-1.0, 3.0, 40)[:width] < 0).long().expand(height, width).numpy()
+        assert np.array_equal(np.asarray(picture), expected)  # class 1 where the ramp is negative, else 0
+
+
+def test_a_regularized_asymmetric_run_keeps_its_config_and_records_what_it_derived(tiny_synthetic, tmp_path):
+    overrides = [f"data.root={tiny_synthetic.root}", f"output_dir={tmp_path}", "name=tiny", "data.crop_size=[32,48]",
+                 "data.batch_size=4", "data.eval_batch_size=4", "train.epochs=1", "data.num_workers=0", TINY_SEG,
+                 "data.train_limit=6", "data.val_limit=4", "regularizer.kind=decoder", "regularizer.random_init=true",
+                 "regularizer.frozen=false", "regularizer.variant=32", "train.loss=asymmetric"]
+    cfg = load_config(SEG_CONFIG, overrides)
+    TASKS["segmentation"].train(cfg)
+    run = tmp_path / "tiny"
+    checkpoint = load_checkpoint(run / "checkpoints" / "last.pt")
+    metrics = TASKS["segmentation"].evaluate_checkpoint(cfg, checkpoint, cfg.data.val_split, aux=True,
+                                                        resolved=read_resolved(run))
+    assert cfg == load_config(SEG_CONFIG, overrides)  # deep comparison of every section
+    assert checkpoint["config"]["train"]["loss_weights"] == {} and checkpoint["config"]["regularizer"]["tap"] is None
+
+    resolved = json.loads((run / RESOLVED_FILE).read_text())
+    model = model_from_checkpoint(checkpoint, with_regularizer=True, num_classes=40)
+    assert resolved["loss_weights"] == {"aux": 0.5} and resolved["autoencoder_variant"] == "32"
+    assert resolved["tap"] == model.tap and model.decoder.classifier.in_channels == 32
+    assert metrics["aux_miou"] == pytest.approx(checkpoint["metrics"]["val/aux_miou"], abs=1e-6)
+    assert checkpoint["metrics"]["weight/aux"] == 0.5  # the loss weights the engine used
+
+    # the class frequencies: every labeled pixel of the (limited) training split, counted once
+    counts = torch.zeros(40, dtype=torch.int64)
+    for sample in build_dataset(cfg.data, cfg.data.train_split, limit=cfg.data.train_limit):
+        label = torch.as_tensor(sample["label"])
+        counts += torch.bincount(label[label != IGNORE_INDEX].flatten(), minlength=40)
+    stored = json.loads((run / "class_frequencies.json").read_text())
+    assert stored["pixels"] == counts.tolist() and sum(stored["pixels"]) > 0
+    assert stored["frequencies"] == pytest.approx((counts.double() / counts.sum()).tolist())
+    assert resolved["class_frequencies"] == pytest.approx(stored["frequencies"])
