@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from labelreg.config import ConfigError, config_from_dict, load_config, to_dict
+from labelreg.retrieval import query_checkpoints
 from labelreg.engine import claim_run_directory, run_directory
 from labelreg.models.regularizer import plain_segmenter_state
 from labelreg.storage import load_checkpoint, save_checkpoint, write_json
@@ -111,95 +112,16 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {cfg.model.name}, {len(state)} tensors ({dropped} of the auxiliary branch dropped)")
 
 
-def _query_boxes(args: argparse.Namespace, count: int) -> list:
-    """One --box / --class per --image, or one for all of them; None = the whole image."""
-    from labelreg.introspect import parse_box
-
-    boxes, classes = args.box or [], args.class_name or []
-    if boxes and classes:
-        raise ConfigError("give either --box or --class, not both")
-    given = [parse_box(box) for box in boxes] or [("class", name) for name in classes]
-    if len(given) not in (0, 1, count):
-        raise ConfigError(f"{len(given)} --box/--class for {count} --image: give one, or one per image")
-    return given * count if len(given) == 1 else given or [None] * count
-
-
-def _class_query_box(sample: dict, image: str, name: str, names: list[str], dataset: str) -> tuple[int, ...]:
-    """The box of class ``name`` (or its id) in ``sample``: its largest connected region."""
-    from labelreg.introspect import class_box
-
-    if name not in names and not (name.isdigit() and int(name) < len(names)):
-        raise ConfigError(f"--class {name!r}: not a class of {dataset} ({', '.join(names)})")
-    class_id = names.index(name) if name in names else int(name)
-    if not bool((sample["label"] == class_id).any()):
-        present = [names[i] for i in sample["label"].unique().tolist() if i < len(names)]
-        raise ConfigError(f"--class {name!r} does not occur in image {image}; it shows {', '.join(present)}")
-    return class_box(sample["label"], class_id)
-
-
 def cmd_query(args: argparse.Namespace) -> None:
     """Nearest regions in label space (thesis §5.4.3): table on stdout, JSON and a picture grid."""
-    from labelreg.data.build import build_dataset, dataset_class_names, dataset_num_classes
-    from labelreg.engine import load_checkpoint, resolve_device, run_directory, write_json
-    from labelreg.introspect import (find_sample, image_source, index_description, label_source, open_index,
-                                     query_figure, run_query)
-
-    if not (args.autoencoder or args.segmenter):
-        raise ConfigError("give --autoencoder CKPT (query from label maps) or --segmenter CKPT (query from images)")
-    query_kind = "images" if args.segmenter else "labels"
-    reference_kind = args.reference_from or query_kind
-    checkpoints = {"labels": args.autoencoder, "images": args.segmenter}
-    if args.overlay == "predictions" and not args.segmenter:
-        raise ConfigError("--overlay predictions needs --segmenter CKPT (an autoencoder predicts no labels)")
-    if checkpoints[reference_kind] is None:
-        raise ConfigError(f"--reference-from {reference_kind} needs "
-                          f"{'--autoencoder' if reference_kind == 'labels' else '--segmenter'} CKPT")
-    stored = load_checkpoint(checkpoints[query_kind])["config"]
-    switched = args.dataset and args.dataset != stored["data"]["dataset"]  # then its own standard splits
-    data_overrides = [*([f"data.dataset={args.dataset}", "data.train_split=train",
-                         f"data.val_split={'val' if args.dataset == 'voc' else 'test'}"] if switched else []),
-                      *(["data.root=" + args.root] if args.root else []), *args.overrides]
-    cfg = config_from_dict(stored, data_overrides)
-    cfg.data.canvas = None  # boxes are in the images' own pixels
-    device = resolve_device(args.device)
-    args.split, args.reference_split = args.split or cfg.data.train_split, args.reference_split or cfg.data.val_split
-    queries = build_dataset(cfg.data, args.split)
-    reference = build_dataset(cfg.data, args.reference_split, limit=args.reference_limit)
-    num_classes, names = dataset_num_classes(reference), dataset_class_names(reference)
-    sources = {kind: (label_source(checkpoints[kind], device, num_classes) if kind == "labels"
-                      else image_source(checkpoints[kind], device, num_classes))
-               for kind in {query_kind, reference_kind}}
-    # every query is checked before the index is built, which can take minutes
-    samples = [find_sample(queries, image)[1] for image in args.image]
-    boxes = []
-    for image, sample, box in zip(args.image, samples, _query_boxes(args, len(args.image))):
-        if box is None:
-            box = (0, 0, *sample["image"].shape[-2:])
-        elif box[0] == "class":
-            box = _class_query_box(sample, image, box[1], names, cfg.data.dataset)
-        boxes.append(box)
-    description = index_description(cfg.data, args.reference_split, args.reference_limit)
-    index = open_index(sources[reference_kind], reference, checkpoints[reference_kind], description=description,
-                       folder=args.index, rebuild=args.rebuild, dtype=args.index_dtype)
-    print(f"index: {index.path} ({len(index.images)} images, {index.num_cells} cells × {index.channels}, "
-          f"{reference_kind} features)")
-    results = []
-    for sample, box in zip(samples, boxes):
-        result = run_query(index, sources[query_kind], sample, box, k=args.k, metric=args.metric,
-                           pooling=args.pooling, exclude_self=not args.include_self, device=device)
-        print(result.table())
-        results.append((result, sample))
-    folder = run_directory(checkpoints[query_kind]) / "queries"
-    stem = f"{query_kind}_{args.image[0]}" + (f"_and_{len(args.image) - 1}_more" if len(args.image) > 1 else "")
-    out_json = Path(args.json) if args.json else folder / f"{stem}.json"
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out_json, {"index": str(index.path), "metric": args.metric, "pooling": args.pooling,
-                          "query_split": args.split, "reference_split": args.reference_split,
-                          "reference_from": reference_kind, "results": [result.as_dict() for result, _ in results]})
-    figure = query_figure(results, reference, Path(args.figure) if args.figure else folder / f"{stem}.png",
-                          titles=[query_kind] * len(results),
-                          labels_of=sources["images"].predict if args.overlay == "predictions" else None)
-    print(f"wrote {out_json} and {figure}")
+    run = query_checkpoints(args.image, autoencoder=args.autoencoder, segmenter=args.segmenter,
+                            reference_from=args.reference_from, boxes=args.box or [], classes=args.class_name or [],
+                            dataset=args.dataset, root=args.root, overrides=args.overrides, split=args.split,
+                            reference_split=args.reference_split, reference_limit=args.reference_limit, k=args.k,
+                            metric=args.metric, pooling=args.pooling, include_self=args.include_self,
+                            index_folder=args.index, rebuild=args.rebuild, index_dtype=args.index_dtype,
+                            overlay=args.overlay, device=args.device, json_path=args.json, figure_path=args.figure)
+    print(run.report())
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
