@@ -6,6 +6,7 @@ setup(
     description="Zoom-out segmenters, label-structure regularization and joint depth on NYUv2",
     python_requires=">=3.10",
     packages=find_packages(include=["labelreg", "labelreg.*", "depth", "depth.*"]),
+    package_data={"labelreg.demo": ["report_template.md"]},  # the demo report's prose, read at run time
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

@@ -1,4 +1,6 @@
-"""``labelreg <subcommand>``: synth, train-ae, train-seg, train-cls, train-depth, eval, export, query, weak, bench, demo."""
+"""labelreg <subcommand> [options]: synthetic data, training (label autoencoder, segmenters with or without
+the label-structure regularizer, classifiers, joint depth), evaluation, label-space queries, weak supervision,
+benchmarks, the demo and the regularizer study. "labelreg <subcommand> --help" shows one subcommand's options."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +18,9 @@ from labelreg.storage import load_checkpoint, save_checkpoint, write_json
 from labelreg.tasks import TASKS, TaskEntry, task_entry
 from labelreg.tasks.evaluate import format_metrics
 from labelreg.tasks.resolved import resolved_for_checkpoint
+from labelreg.demo import STAGES, run_demo
+from labelreg.runtime import cleanup
+from labelreg.study import run_study
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -125,15 +130,11 @@ def cmd_query(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from labelreg.demo import run_demo
-
     run_demo(out=Path(args.out), data_root=Path(args.data), overrides=args.overrides)
 
 
 def cmd_study(args: argparse.Namespace) -> None:
     """Does the regularizer help? Every arm × seed of a protocol, paired, with a report (thesis §5.4)."""
-    from labelreg.study import run_study
-
     summary = run_study(args.protocol, out=args.out, jobs=args.jobs, launcher=args.launcher)
     failed = [run["name"] for run in summary["runs"] if run["status"] != "ok"]
     if failed:
@@ -231,10 +232,18 @@ def build_parser() -> argparse.ArgumentParser:
     register_weak(commands)
     register_bench(commands)
 
-    demo = commands.add_parser("demo", help="synthetic data → phase one, with a report in runs/demo")
-    demo.add_argument("--out", default="runs/demo")
+    demo = commands.add_parser(
+        "demo", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="every stage on synthetic scenes (data, label autoencoder, baseline and regularized segmenters, "
+             "joint depth, label-space queries, weak supervision), with a report in runs/demo",
+        description="Runs every stage on synthetic scenes (a training stage in its own folder under --out),\n"
+                    "then writes report.md and metrics.json to --out:\n"
+                    + "\n".join(f"  {name:8s} {text}" for name, text in STAGES.items()))
+    demo.add_argument("--out", default="runs/demo",
+                      help="run directories, figures, report.md and metrics.json (default runs/demo)")
     demo.add_argument("--data", default="data/synthetic", help="synthetic data folder (written if absent)")
-    demo.add_argument("overrides", nargs="*", help="overrides for the demo's autoencoder config")
+    demo.add_argument("overrides", nargs="*",
+                      help="section.key=value overrides applied to every stage's config, e.g. train.epochs=1")
     demo.set_defaults(run=cmd_demo)
 
     study = commands.add_parser("study", help="does the regularizer help? arms × paired seeds, report and plot")
@@ -284,8 +293,6 @@ EXPECTED_ERRORS = (ConfigError, ValueError, RuntimeError, OSError)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from labelreg.distributed import cleanup
-
     args = parse_args(build_parser(), argv)
     try:
         args.run(args)

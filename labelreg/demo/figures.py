@@ -1,0 +1,80 @@
+"""The demo's figures: each stage's trained models run on the first validation images."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from depth.task import at_input_size, eval_input_size, make_forward
+from depth.task import build_model as build_depth_model
+from labelreg.config import Config
+from labelreg.data.build import build_augmentations, build_dataset, dataset_class_names, dataset_num_classes
+from labelreg.data.loader import make_loader, to_device
+from labelreg.data.transforms import denormalize
+from labelreg.runtime import resolve_device
+from labelreg.tasks.autoencoder import build_autoencoder, build_task, reconstruction_panels
+from labelreg.tasks.segmentation import build_model as build_segmenter
+from labelreg.viz import depth_figure, image_grid, overlay, save_png, segmentation_figure, to_uint8_image
+
+FIGURE_ROWS = 6
+
+
+def validation_batch(cfg: Config, count: int = FIGURE_ROWS) -> tuple[dict, object]:
+    """The first ``count`` validation samples as a batch, and the dataset they come from."""
+    dataset = build_dataset(cfg.data, cfg.data.val_split)
+    return next(iter(make_loader(dataset, batch_size=count, shuffle=False, num_workers=0))), dataset
+
+
+def autoencoder_figure(cfg: Config, checkpoint: dict, path: Path) -> Path:
+    """Rows of [image, ground-truth labels over it, labels, reconstruction] for validation images."""
+    device = resolve_device(cfg.train.device)
+    batch, dataset = validation_batch(cfg)
+    model = build_autoencoder(cfg, dataset_num_classes(dataset)).to(device).eval()
+    model.load_state_dict(checkpoint["model"])
+    task = build_task(cfg, model, dataset_class_names(dataset))
+    with torch.inference_mode():
+        panels = reconstruction_panels(model, task.eval_augment(to_device(batch, device)), FIGURE_ROWS)
+    rows = []
+    for index, (labels, reconstruction) in enumerate(panels):
+        image = to_uint8_image(batch["image"][index])
+        rows.append([image, overlay(image, batch["label"][index].numpy()), labels, reconstruction])
+    return save_png(image_grid(rows, titles=["image", "overlay", "labels (input)", "reconstruction"]), path)
+
+
+def segmenter_figure(runs: list[tuple[str, Config, dict]], path: Path) -> Path:
+    """Validation images with each run's prediction (and auxiliary output, if any)."""
+    cfg = runs[0][1]
+    device = resolve_device(cfg.train.device)
+    batch, dataset = validation_batch(cfg)
+    num_classes = dataset_num_classes(dataset)
+    prepared = build_augmentations(cfg.data)[1](to_device(batch, device))
+    columns = []
+    for title, run_cfg, checkpoint in runs:
+        model = build_segmenter(run_cfg, num_classes).to(device).eval()
+        model.load_state_dict(checkpoint["model"])
+        with torch.inference_mode():
+            outputs = model(prepared["image"])
+        columns.append((title, outputs["seg"].argmax(1)))
+        if "aux_seg" in outputs:
+            columns.append((f"{title}: auxiliary", outputs["aux_seg"].argmax(1)))
+    return segmentation_figure(prepared["image"], prepared["label"], columns, path, rows=FIGURE_ROWS)
+
+
+def depth_predictions_figure(cfg: Config, checkpoints: list[tuple[str, dict]], path: Path) -> dict:
+    """Rows of [image, ground-truth depth, each model's depth, each model's |error|] for validation images,
+    the models run as ``evaluate_depth`` runs them (``depth.eval_protocol``: under ``train_size`` the input is
+    resized to ``data.crop_size`` and the predictions upsampled to the ground truth's size). One colour scale
+    in metres for the depth panels, one for the errors (``viz.depth_figure``; thesis §5.5, cf. Fig. 5.9)."""
+    device = resolve_device(cfg.train.device)
+    batch, dataset = validation_batch(cfg)
+    num_classes = dataset_num_classes(dataset)
+    prepared = build_augmentations(cfg.data)[1](to_device(batch, device))  # the evaluation's preprocessing
+    forward = at_input_size(make_forward(cfg, num_classes), eval_input_size(cfg))
+    columns = []
+    for title, checkpoint in checkpoints:
+        model = build_depth_model(cfg, num_classes).to(device).eval()
+        model.load_state_dict(checkpoint["model"])
+        with torch.inference_mode():
+            columns.append((title, forward(model, prepared)["depth"][:, 0].float()))
+    return depth_figure(denormalize(prepared["image"]), prepared["depth"], columns, path, rows=FIGURE_ROWS,
+                        max_depth=cfg.depth.max_depth, min_depth=cfg.depth.min_depth)
