@@ -18,7 +18,7 @@ from labelreg.config import ConfigError, config_from_dict
 from labelreg.data.build import build_dataset, dataset_class_names, dataset_num_classes
 from labelreg.engine import run_directory
 from labelreg.retrieval.figure import query_figure
-from labelreg.retrieval.geometry import class_box, parse_box
+from labelreg.retrieval.geometry import class_box, parse_box, pixel_box_to_cells
 from labelreg.retrieval.index import QueryResult, RegionIndex, index_description, open_index, run_query
 from labelreg.retrieval.sources import image_source, label_source
 from labelreg.runtime import resolve_device
@@ -148,6 +148,7 @@ def query_checkpoints(images: Sequence[str], *, autoencoder: str | Path | None =
             box = (0, 0, *sample["image"].shape[-2:])
         elif box[0] == "class":
             box = class_query_box(sample, image, box[1], names, data.dataset)
+        pixel_box_to_cells(box, tuple(sample["image"].shape[-2:]))  # a box outside its image fails here
         regions.append(box)
     description = index_description(data, reference_split, reference_limit)
     index = open_index(sources[reference_kind], reference, checkpoints[reference_kind], description=description,

@@ -74,7 +74,9 @@ def test_cli_query_errors_are_clear(tiny_synthetic, tmp_path, capsys):
     assert "no_such_id" in capsys.readouterr().err
     assert main(["query", "--autoencoder", str(ae_path), "--image", "0", "--class", "aeroplane_xyz"]) == 2
     assert "not a class" in capsys.readouterr().err
-    assert not (ae_path.parents[1] / "index").exists()  # both refused before an index was built
+    assert main(["query", "--autoencoder", str(ae_path), "--image", "0", "--box", "0,0,16,9999"]) == 2
+    assert "<= " in capsys.readouterr().err  # the box must lie inside the query image
+    assert not (ae_path.parents[1] / "index").exists()  # all refused before an index was built
     assert main(["query", "--segmenter", str(ae_path), "--image", "0"]) == 2
     assert "regularizer.kind=decoder" in capsys.readouterr().err
     assert main(["query", "--segmenter", str(seg_path), "--image", "0", "--reference-from", "labels"]) == 2
