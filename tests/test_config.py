@@ -1,9 +1,13 @@
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
+from depth.task import build_model as build_depth_model
+from depth.task import loss_terms
 from labelreg.config import Config, ConfigError, config_from_dict, load_config, save_config, to_dict
+from labelreg.tasks.segmentation import build_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -69,11 +73,9 @@ SEGMENTATION_CONFIGS = [path for path in sorted(CONFIGS.rglob("*.yaml"))
 
 @pytest.mark.parametrize("path", SEGMENTATION_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_segmentation_configs_build_their_model(path):
-    # Offline and without earlier stages: no weight loading, only the architecture the config asks for.
-    from labelreg.train_seg import build_model
-
-    cfg = load_config(path, ["model.pretrained_backbone=null", "model.init_from=null", "regularizer.random_init=true"])
-    model = build_model(cfg, 21)
+    # Offline and without earlier stages: no weight is read (no pretrained backbone, model.init_from or phase-one
+    # file), only the architecture the config asks for
+    model = build_model(load_config(path), 21, weights_from_checkpoint=True)
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
@@ -83,14 +85,10 @@ DEPTH_CONFIGS = [path for path in sorted(CONFIGS.rglob("*.yaml"))
 
 @pytest.mark.parametrize("path", DEPTH_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_depth_configs_build_their_model(path):
-    import torch
-
-    from depth.train import build_model, loss_terms
-
     cfg = load_config(path, ["model.pretrained_backbone=null"])
     assert loss_terms(cfg)
     with torch.device("meta"):  # architecture only: no memory, no arithmetic
-        model = build_model(cfg, 40)
+        model = build_depth_model(cfg, 40)
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
