@@ -1,22 +1,23 @@
-"""The demo's figures: each stage's trained models run on the first validation images."""
+"""The demo's figures: each stage's trained models, rebuilt from their checkpoints by their task
+(``labelreg.tasks.model_from_checkpoint``, depth's entry merged in), run on the first validation images."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
 
-from depth.task import at_input_size, eval_input_size, make_forward
-from depth.task import build_model as build_depth_model
+from depth.task import DEPTH_TASK, at_input_size, eval_input_size, make_forward
 from labelreg.config import Config
 from labelreg.data.build import build_augmentations, build_dataset, dataset_class_names, dataset_num_classes
 from labelreg.data.loader import make_loader, to_device
 from labelreg.data.transforms import denormalize
 from labelreg.runtime import resolve_device
-from labelreg.tasks.autoencoder import build_autoencoder, build_task, reconstruction_panels
-from labelreg.tasks.segmentation import build_model as build_segmenter
+from labelreg.tasks import TASKS, model_from_checkpoint
+from labelreg.tasks.autoencoder import build_task, reconstruction_panels
 from labelreg.viz import depth_figure, image_grid, overlay, save_png, segmentation_figure, to_uint8_image
 
 FIGURE_ROWS = 6
+DEMO_TASKS = {**TASKS, "depth": DEPTH_TASK}  # the application layer merges depth's entry
 
 
 def validation_batch(cfg: Config, count: int = FIGURE_ROWS) -> tuple[dict, object]:
@@ -29,8 +30,8 @@ def autoencoder_figure(cfg: Config, checkpoint: dict, path: Path) -> Path:
     """Rows of [image, ground-truth labels over it, labels, reconstruction] for validation images."""
     device = resolve_device(cfg.train.device)
     batch, dataset = validation_batch(cfg)
-    model = build_autoencoder(cfg, dataset_num_classes(dataset)).to(device).eval()
-    model.load_state_dict(checkpoint["model"])
+    model = model_from_checkpoint(checkpoint, table=DEMO_TASKS, num_classes=dataset_num_classes(dataset))
+    model = model.to(device).eval()
     task = build_task(cfg, model, dataset_class_names(dataset))
     with torch.inference_mode():
         panels = reconstruction_panels(model, task.eval_augment(to_device(batch, device)), FIGURE_ROWS)
@@ -50,8 +51,8 @@ def segmenter_figure(runs: list[tuple[str, Config, dict]], path: Path) -> Path:
     prepared = build_augmentations(cfg.data)[1](to_device(batch, device))
     columns = []
     for title, run_cfg, checkpoint in runs:
-        model = build_segmenter(run_cfg, num_classes).to(device).eval()
-        model.load_state_dict(checkpoint["model"])
+        model = model_from_checkpoint(checkpoint, table=DEMO_TASKS, num_classes=num_classes,
+                                      with_regularizer=run_cfg.regularizer.kind != "none").to(device).eval()
         with torch.inference_mode():
             outputs = model(prepared["image"])
         columns.append((title, outputs["seg"].argmax(1)))
@@ -72,8 +73,7 @@ def depth_predictions_figure(cfg: Config, checkpoints: list[tuple[str, dict]], p
     forward = at_input_size(make_forward(cfg, num_classes), eval_input_size(cfg))
     columns = []
     for title, checkpoint in checkpoints:
-        model = build_depth_model(cfg, num_classes).to(device).eval()
-        model.load_state_dict(checkpoint["model"])
+        model = model_from_checkpoint(checkpoint, table=DEMO_TASKS, num_classes=num_classes).to(device).eval()
         with torch.inference_mode():
             columns.append((title, forward(model, prepared)["depth"][:, 0].float()))
     return depth_figure(denormalize(prepared["image"]), prepared["depth"], columns, path, rows=FIGURE_ROWS,

@@ -36,11 +36,13 @@ def test_cli_demo_runs_every_stage(demo_run):
     table = report[:report.index("## Phase one")]  # the results table: one row per stage
     for row in ("| phase one: autoencoder-", "| baseline: zoomout_densenet67 (tiny, ", "| phase two: same + ",
                 "| depth: tiny two-part model ", "| depth: single-part baseline ", "| weak supervision: tags → ",
-                "| time | data / autoencoder / baseline / regularized / two-part / single-part / queries / weak / total"):
+                "| time | data / autoencoder / baseline / regularized / two-part / single-part / queries / weak "
+                "/ total"):
         assert row in table, row
     headings = [line for line in report.splitlines() if line.startswith("## ")]
     assert headings == ["## Phase one: label autoencoder", "## Phase two: the decoder as a regularizer",
-                        "## Joint depth and segmentation", "## Label-space queries", "## Weak supervision from image tags"]
+                        "## Joint depth and segmentation", "## Label-space queries",
+                        "## Weak supervision from image tags"]
     assert "$" not in report  # every template field filled
 
 
