@@ -246,7 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="section.key=value overrides applied to every stage's config, e.g. train.epochs=1")
     demo.set_defaults(run=cmd_demo)
 
-    study = commands.add_parser("study", help="does the regularizer help? arms × paired seeds, report and plot")
+    study = commands.add_parser(
+        "study", help="does the regularizer help? arms × paired seeds, report and plot",
+        description="Does the label-structure regularizer help (thesis §5.4)? Trains the protocol's phase-one "
+                    "autoencoder once, then every arm × seed, and writes report.md, results.json and study.png "
+                    "with the paired differences to --out.")
     study.add_argument("protocol", help="study protocol, e.g. configs/study/quick.yml (tiny, quick, default)")
     study.add_argument("--out", default=None, help="study folder (default runs/study/<protocol name>)")
     study.add_argument("--jobs", type=int, default=None, help="runs at a time (default: the protocol's jobs)")

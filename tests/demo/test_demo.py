@@ -109,3 +109,5 @@ def test_help_says_what_the_demo_does(capsys):
     listed = demo[demo.index("metrics.json to --out:"):demo.index("positional arguments")].split()
     for stage in ("data", "ae", "seg", "seg_reg", "twopart", "single", "queries", "weak"):
         assert stage in listed, stage
+    study = _help(["study", "--help"], capsys)
+    assert "report.md" in study and "arm × seed" in study
