@@ -9,14 +9,15 @@ import torch
 from PIL import Image
 from torch import nn
 
-from labelreg.config import load_config
+from labelreg.config import ConfigError, load_config, to_dict
 from labelreg.data.build import build_dataset
+from labelreg.models.autoencoder import LabelAutoencoder
 from labelreg.palette import IGNORE_INDEX, voc_palette
-from labelreg.storage import load_checkpoint
+from labelreg.storage import load_checkpoint, save_checkpoint
 from labelreg.tasks import TASKS, model_from_checkpoint
 from labelreg.tasks.inference import predict_probabilities
 from labelreg.tasks.resolved import RESOLVED_FILE, read_resolved
-from labelreg.tasks.segmentation import segmentation_task
+from labelreg.tasks.segmentation import build_model, segmentation_task
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SEG_CONFIG = CONFIGS / "demo" / "zoomout-densenet67-tiny_synth-nyu40.yaml"
@@ -130,3 +131,32 @@ def test_a_regularized_asymmetric_run_keeps_its_config_and_records_what_it_deriv
     assert stored["pixels"] == counts.tolist() and sum(stored["pixels"]) > 0
     assert stored["frequencies"] == pytest.approx((counts.double() / counts.sum()).tolist())
     assert resolved["class_frequencies"] == pytest.approx(stored["frequencies"])
+
+
+def test_one_function_rebuilds_autoencoders_and_regularized_segmenters_from_their_checkpoints(tmp_path):
+    torch.manual_seed(0)
+    phase_one = tmp_path / "ae.pt"
+    autoencoder = LabelAutoencoder(21, "32")
+    save_checkpoint(phase_one, {"model": autoencoder.state_dict(), "config": {"task": "autoencoder",
+                                                                             "model": {"variant": "32"}}})
+    rebuilt = model_from_checkpoint(load_checkpoint(phase_one))
+    assert isinstance(rebuilt, LabelAutoencoder) and rebuilt.variant == "32"
+    assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), autoencoder.state_dict().values()))
+    with pytest.raises(ConfigError, match="no regularizer branch"):
+        model_from_checkpoint(load_checkpoint(phase_one), with_regularizer=True)
+
+    # a frozen phase-one decoder (random_init false): the phase-one file is not needed to rebuild the run
+    cfg = load_config(SEG_CONFIG, [TINY_SEG, "regularizer.kind=decoder", f"regularizer.autoencoder={phase_one}"])
+    model = build_model(cfg, 21).eval()
+    checkpoint = {"model": model.state_dict(), "config": to_dict(cfg)}
+    phase_one.unlink()
+    image = torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        expected = model(image)
+        regularized = model_from_checkpoint(checkpoint, with_regularizer=True, num_classes=21).eval()
+        plain = model_from_checkpoint(checkpoint, num_classes=21).eval()
+        assert torch.equal(regularized(image)["aux_seg"], expected["aux_seg"])
+        assert torch.equal(plain(image)["seg"], expected["seg"]) and "aux_seg" not in plain(image)
+    assert cfg == load_config(SEG_CONFIG, [TINY_SEG, "regularizer.kind=decoder", f"regularizer.autoencoder={phase_one}"])
+    with pytest.raises(ConfigError, match="known tasks"):
+        model_from_checkpoint({"model": {}, "config": {"task": "poetry"}})
