@@ -53,6 +53,7 @@ def reconstruction_panels(model: LabelAutoencoder, batch: Batch, count: int) -> 
 
 
 def build_task(cfg: Config, model: LabelAutoencoder, class_names: list[str]) -> LoopSpec:
+    """The engine's view of phase one: labels in, reconstructed labels out, scored like a segmentation."""
     train_augment, eval_augment = build_augmentations(cfg.data)
 
     def evaluate(model: nn.Module, loader, device: torch.device) -> dict[str, float]:
@@ -77,11 +78,11 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
     model = build_autoencoder(cfg, num_classes).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    task = build_task(cfg, model, dataset_class_names(train_set))
+    spec = build_task(cfg, model, dataset_class_names(train_set))
     print(f"[{cfg.name}] autoencoder-{cfg.model.variant} on {cfg.data.dataset} ({num_classes} classes): "
           f"{len(train_set)} train / {len(val_set)} val, {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"device {device}")
-    return fit(cfg, task, train_loader, val_loader, device=device, resume=resume).as_dict()
+    return fit(cfg, spec, train_loader, val_loader, device=device, resume=resume).as_dict()
 
 
 def model_from_checkpoint(checkpoint: dict, *, with_regularizer: bool = False, num_classes: int | None = None,
@@ -100,6 +101,6 @@ def evaluate_checkpoint(cfg: Config, checkpoint: dict, split: str, *, save_predi
     device = resolve_device(cfg.train.device)
     dataset, loader = evaluation_loader(cfg, split, device)
     model = build_autoencoder(cfg, dataset_num_classes(dataset))
-    task = build_task(cfg, model, dataset_class_names(dataset))
+    spec = build_task(cfg, model, dataset_class_names(dataset))
     model.load_state_dict(checkpoint["model"])
-    return task.evaluate(model.to(device), loader, device)
+    return spec.evaluate(model.to(device), loader, device)

@@ -245,7 +245,7 @@ def training_frequencies(cfg: Config, train_set, num_classes: int) -> torch.Tens
     return frequencies
 
 
-def calibrate_feature_normalisation(cfg: Config, model: nn.Module, loader, task: LoopSpec, device: torch.device) -> None:
+def calibrate_feature_normalisation(cfg: Config, model: nn.Module, loader, spec: LoopSpec, device: torch.device) -> None:
     """Zoom-out models with ``normalize``: estimate per-channel mean/std from a few training batches."""
     segmenter = getattr(model, "segmenter", model)
     if not getattr(getattr(segmenter, "head", None), "normalize", False):
@@ -254,7 +254,7 @@ def calibrate_feature_normalisation(cfg: Config, model: nn.Module, loader, task:
     for index, batch in enumerate(loader):
         if index >= cfg.model.calibration_batches:
             break
-        batches.append(task.eval_augment(to_device(batch, device))["image"])
+        batches.append(spec.eval_augment(to_device(batch, device))["image"])
     segmenter.calibrate(batches)
     print(f"[{cfg.name}] zoom-out feature normalisation estimated from {len(batches)} batches")
 
@@ -308,15 +308,15 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
                    else None)
     weights = inverse_frequency_weights(frequencies) if frequencies is not None else None
     write_resolved(cfg.run_dir, resolved_record(cfg, model, loss_weights, frequencies))
-    task = segmentation_task(cfg, model, dataset_class_names(train_set), weights, loss_weights=loss_weights)
+    spec = segmentation_task(cfg, model, dataset_class_names(train_set), weights, loss_weights=loss_weights)
     if resume is None and cfg.model.init_from is None:  # a started model keeps its statistics
-        calibrate_feature_normalisation(cfg, model, train_loader, task, device)
+        calibrate_feature_normalisation(cfg, model, train_loader, spec, device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     regularizer = "" if cfg.regularizer.kind == "none" else f" + {cfg.regularizer.kind} regularizer"
     print(f"[{cfg.name}] {cfg.model.name}{regularizer} on {cfg.data.dataset} ({num_classes} classes): "
           f"{len(train_set)} train / {len(val_set)} val, {sum(p.numel() for p in model.parameters()):,} parameters "
           f"({trainable:,} trainable), device {device}")
-    return fit(cfg, task, train_loader, val_loader, device=device, resume=resume).as_dict()
+    return fit(cfg, spec, train_loader, val_loader, device=device, resume=resume).as_dict()
 
 
 def resolved_record(cfg: Config, model: nn.Module, loss_weights: dict[str, float],
@@ -374,10 +374,10 @@ def evaluate_checkpoint(cfg: Config, checkpoint: dict, split: str, *, save_predi
     dataset, loader = evaluation_loader(cfg, split, device)
     model = model_from_checkpoint(checkpoint, with_regularizer=aux, num_classes=dataset_num_classes(dataset), cfg=cfg,
                                   resolved=resolved).to(device)
-    task = segmentation_task(cfg, model, dataset_class_names(dataset), save_predictions=save_predictions)
-    metrics = task.evaluate(model, loader, device)
+    spec = segmentation_task(cfg, model, dataset_class_names(dataset), save_predictions=save_predictions)
+    metrics = spec.evaluate(model, loader, device)
     if figure is not None:
-        batch = task.eval_augment(to_device(next(iter(loader)), device))
+        batch = spec.eval_augment(to_device(next(iter(loader)), device))
         with torch.inference_mode():
             outputs = model.eval()(batch["image"])
         columns = [("prediction", outputs["seg"].argmax(1))]
