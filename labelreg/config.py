@@ -93,10 +93,12 @@ class RegularizerConfig:
     variant: str = "128"  # autoencoder variant when random_init (otherwise the checkpoint's)
     frozen: bool = True  # ablation: False trains the decoder too (refused for the encoder, a regression target)
     loss: str = "ce"  # decoder branch: "ce" against the labels, or "mse" between softmax and one-hot
-    # weight of the auxiliary loss term "aux"; None: the loss's default (train_seg.DECODER_AUX_WEIGHTS:
+    # weight of the auxiliary loss term "aux"; None: the loss's default (tasks.segmentation.DECODER_AUX_WEIGHTS:
     # CE 0.5, the thesis' best; "†" MSE 1.0, ours — the thesis' value is only in its Fig. 5.5)
     weight: float | None = None
-    tap: str | None = None  # feature the auxiliary 1×1 conv reads (None: automatic, see regularizer.choose_tap)
+    # feature the auxiliary 1×1 conv reads (None: automatic, see regularizer.choose_tap; the run's resolved.json
+    # records the one it used)
+    tap: str | None = None
     # decoder branch, training only: decode a random aux_crop×aux_crop-cell window of the predicted code
     # (1 cell = 16 px) instead of all of it — cost ∝ window area; None decodes everything (thesis)
     aux_crop: int | None = None
@@ -195,7 +197,9 @@ class TrainConfig:
     find_unused_parameters: bool = False  # DDP: for models with parameters some steps do not use
     best_metric: str = "miou"
     best_mode: str = "max"  # "max" | "min"
-    loss_weights: dict[str, float] = field(default_factory=dict)  # weight per named loss term (default 1)
+    # weight per named loss term, over the task's defaults (1, or e.g. the regularizer's "aux" weight); the
+    # weights a run used are in its resolved.json
+    loss_weights: dict[str, float] = field(default_factory=dict)
     # segmentation: "ce" | "asymmetric" (1/f_c-weighted, divided by the valid pixels, eq. 3.3.1)
     # | "asymmetric_weighted_mean" (divided by the summed weights, as torch's weighted mean)
     loss: str = "ce"
