@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from labelreg.losses import masked_cross_entropy, masked_one_hot_mse
-from labelreg.models.autoencoder import DOWNSAMPLING, LabelAutoencoder
+from labelreg.models.autoencoder import DOWNSAMPLING, LabelAutoencoder, autoencoder_from_checkpoint
+from labelreg.storage import load_checkpoint
 
 PROBE_SIZE = (64, 96)  # small (one cheap forward) and H ≠ W, so a transposed map cannot pass for the code's grid
 LOSSES = ("ce", "mse")
@@ -50,9 +51,6 @@ def as_autoencoder(autoencoder: LabelAutoencoder | str | Path) -> LabelAutoencod
     if isinstance(autoencoder, LabelAutoencoder):
         return autoencoder
     if isinstance(autoencoder, (str, Path)):
-        from labelreg.engine import load_checkpoint
-        from labelreg.train_ae import autoencoder_from_checkpoint
-
         return autoencoder_from_checkpoint(load_checkpoint(autoencoder), str(autoencoder))
     raise TypeError(f"autoencoder must be a LabelAutoencoder or a phase-one checkpoint path, "
                     f"got {type(autoencoder).__name__}")

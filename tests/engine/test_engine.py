@@ -8,7 +8,7 @@ from torch.utils.data import Dataset
 
 from labelreg.config import ConfigError, OptimConfig, config_from_dict
 from labelreg.data.loader import make_loader
-from labelreg.engine import LoopSpec, NonFiniteLossError, build_optimizer, fit, lr_factor
+from labelreg.engine import LoopSpec, NonFiniteLossError, build_optimizer, fit, lr_factor, optimizer_step
 from labelreg.storage import load_checkpoint, save_checkpoint
 
 
@@ -182,6 +182,20 @@ def test_group_learning_rates():
     assert {g["name"]: g["lr"] for g in optimizer.param_groups} == {"hidden": 1e-5, "head": 1e-3}
     with pytest.raises(ConfigError, match=r"unknown group\(s\) \['backbone'\]"):
         build_optimizer(OptimConfig(group_lr={"backbone": 1e-5}), Regressor())
+
+
+def test_optimizer_step_clips_the_global_gradient_norm_before_stepping():
+    """What the loop's step does, for loops outside ``fit``: zeroed grads, backward, clip, step (SGD, lr 1)."""
+    torch.manual_seed(0)
+    for scaler in (None, torch.amp.GradScaler("cpu", enabled=False)):
+        model = nn.Linear(3, 1, bias=False)
+        before = model.weight.detach().clone()
+        model.weight.grad = torch.tensor([[100.0, 0.0, 0.0]])  # stale: must be cleared, not accumulated
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        loss = (model(torch.ones(1, 3)) * 30).sum()  # gradient 30 per weight, norm 30·√3
+        optimizer_step(loss, optimizer, scaler=scaler, grad_clip=1.0)
+        assert model.weight.grad.norm() == pytest.approx(1.0)
+        torch.testing.assert_close(before - model.weight.detach(), torch.full_like(before, 3 ** -0.5))
 
 
 def test_atomic_save_and_clear_load_errors(tmp_path):
