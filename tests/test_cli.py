@@ -60,6 +60,10 @@ def test_train_eval_resume(tiny_synthetic, tmp_path, capsys):
     result = json.loads((run / "eval_test.json").read_text())
     best = load_checkpoint(run / "checkpoints" / "best.pt")
     assert result["metrics"]["miou"] == pytest.approx(best["metrics"]["val/miou"], abs=1e-6)
+    # segmentation's options are refused for an autoencoder, naming the option
+    for option in (["--save-predictions", str(tmp_path / "png")], ["--aux"], ["--figure", str(tmp_path / "f.png")]):
+        assert main(["eval", "--checkpoint", str(run / "checkpoints" / "best.pt"), *option]) == 2
+        assert f"{option[0]} is for segmentation checkpoints" in capsys.readouterr().err
 
     # a new run over the finished one is refused before anything is written
     capsys.readouterr()
