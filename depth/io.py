@@ -1,11 +1,15 @@
-"""Depth predictions on disk: 16-bit PNGs in millimetres (the NYUv2 / KITTI convention) and previews."""
+"""Depth predictions on disk: 16-bit PNGs in millimetres (the NYUv2 / KITTI convention; ``PIL.Image.open``
+reads them back, divided by ``MILLIMETRES``) and colour previews."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
 from PIL import Image
+
+matplotlib.use("Agg")  # files only, never a window
 
 MILLIMETRES = 1000.0
 
@@ -20,16 +24,8 @@ def save_depth_png(depth: torch.Tensor | np.ndarray, path: str | Path) -> Path:
     return path
 
 
-def read_depth_png(path: str | Path) -> np.ndarray:
-    """The inverse of ``save_depth_png``: H×W float32 metres."""
-    with Image.open(path) as picture:
-        return np.asarray(picture).astype(np.float32) / MILLIMETRES
-
-
 def colorize_depth(depth: torch.Tensor | np.ndarray, max_depth: float | None = None) -> np.ndarray:
     """H×W metres → H×W×3 uint8 (plasma colours, near = bright; invalid = black)."""
-    import matplotlib
-
     depth = depth.detach().cpu().numpy() if torch.is_tensor(depth) else np.asarray(depth)
     valid = np.isfinite(depth) & (depth > 0)
     top = max_depth or (float(depth[valid].max()) if valid.any() else 1.0)

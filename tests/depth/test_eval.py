@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from depth.train import evaluate_depth, make_forward
+from depth.task import evaluate_depth, make_forward
 from labelreg.config import ConfigError, config_from_dict
 from labelreg.data.build import build_augmentations
 

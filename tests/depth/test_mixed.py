@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import labelreg  # noqa: F401  (before torchvision)
-from depth.train import build_model, make_forward, make_losses
+from depth.task import build_model, make_forward, make_losses
 from labelreg.config import load_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY = ("model.options={backbone: densenet67, hidden: 16, backbone_options: {growth_rate: 8, "
         "block_config: [1, 1, 1, 1], stem_channels: [8, 8, 8]}}")
 C = 5

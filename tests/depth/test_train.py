@@ -1,15 +1,20 @@
 """Depth training end to end on tiny synthetic data: CLI, loss variants, balancing, phases, outputs."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from depth.io import colorize_depth, read_depth_png, save_depth_png
-from depth.train import loss_terms, make_dynamic_weights
+import depth.task
+from depth.io import MILLIMETRES, colorize_depth, save_depth_png
+from depth.task import checkpoint_num_classes, loss_terms, make_dynamic_weights
 from labelreg.cli import main
 from labelreg.config import config_from_dict
-from labelreg.engine import load_checkpoint
+from labelreg.storage import load_checkpoint
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 TINY = ("model.options={backbone: densenet67, hidden: 16, backbone_options: {growth_rate: 8, "
         "block_config: [1, 1, 1, 1], stem_channels: [8, 8, 8]}}")
@@ -21,16 +26,42 @@ def overrides(synthetic, out, name="tiny"):
             f"depth.depth_only={synthetic.depth_only_dir}", "data.eval_size=[32,48]"]
 
 
-def test_two_part_training_with_mixed_phases_and_evaluation(tiny_synthetic, tmp_path, capsys):
-    config = "configs/demo/twopart-tiny_synth-nyu40.yaml"
-    from pathlib import Path
+def read_depth_png(path):
+    """A saved depth PNG back in metres (16-bit millimetres, 0 = invalid)."""
+    with Image.open(path) as picture:
+        assert picture.mode == "I;16"
+        return np.asarray(picture).astype(np.float32) / MILLIMETRES
 
-    config = str(Path(__file__).resolve().parents[1] / config)
+
+def test_two_part_training_with_mixed_phases_and_evaluation(tiny_synthetic, tmp_path, capsys, monkeypatch):
+    config = str(CONFIGS / "demo" / "twopart-tiny_synth-nyu40.yaml")
     args = overrides(tiny_synthetic, tmp_path) + [TINY, "train.epochs=3", "train.eval_every=3",
                                                   "depth.mixed_epochs=2", "depth.depth_only_limit=null"]
+    # which samples the training loader yields in each epoch: (epoch, [sample["labeled"] per sample]) per batch
+    epochs, batches = [], []
+    set_epoch, collate = depth.task.PhasedBatchSampler.set_epoch, depth.task.pad_collate
+
+    def recording_set_epoch(self, epoch):
+        epochs.append(epoch)
+        set_epoch(self, epoch)
+
+    def recording_collate(samples):
+        batches.append((epochs[-1] if epochs else None, [bool(sample["labeled"]) for sample in samples]))
+        return collate(samples)
+
+    monkeypatch.setattr(depth.task.PhasedBatchSampler, "set_epoch", recording_set_epoch)
+    monkeypatch.setattr(depth.task, "pad_collate", recording_collate)
     assert main(["train-depth", "--config", config, *args]) == 0
     printed = capsys.readouterr().out
     assert "3 depth-only frames for 2 epochs" in printed
+    assert list(dict.fromkeys(epochs)) == [0, 1, 2]  # in order (set by the engine, maybe more than once)
+    for epoch in (0, 1, 2):
+        flags = [flag for seen, batch in batches if seen == epoch for flag in batch]
+        assert flags, epoch
+        if epoch < 2:  # mixed phase: every batch has its 2 labeled images first, then depth-only frames
+            assert all(batch[:2] == [True, True] and not any(batch[2:]) for seen, batch in batches if seen == epoch)
+        else:  # labeled-only phase: no depth-only frame any more
+            assert all(flags), epoch
     history = load_checkpoint(tmp_path / "tiny" / "checkpoints" / "last.pt")["history"]
     assert [entry["epoch"] for entry in history] == [1, 2, 3]
     terms = ["depth", "seg", "part1_depth", "part1_seg"]
@@ -52,16 +83,20 @@ def test_two_part_training_with_mixed_phases_and_evaluation(tiny_synthetic, tmp_
     assert read_depth_png(pngs[0]).shape == (32, 48)
 
 
-@pytest.mark.parametrize("inputs", ["seg", "rgb", "seg+rgb"])
-def test_seg_to_depth_trains(tiny_synthetic, tmp_path, inputs):
-    from pathlib import Path
-
-    config = str(Path(__file__).resolve().parents[1] / "configs" / "seg2depth-resnet50-segrgb_nyu40.yaml")
+@pytest.mark.parametrize("inputs,channels", [("seg", 40), ("rgb", 3), ("seg+rgb", 43)])
+def test_seg_to_depth_trains(tiny_synthetic, tmp_path, inputs, channels):
+    config = str(CONFIGS / "seg2depth-resnet50-segrgb_nyu40.yaml")
     args = overrides(tiny_synthetic, tmp_path) + ["train.epochs=1", "train.eval_every=1", f"depth.inputs={inputs}",
                                                   "model.pretrained_backbone=null", "data.val_limit=4"]
     assert main(["train-depth", "--config", config, *args]) == 0
     entry = json.loads((tmp_path / "tiny" / "metrics.json").read_text())["last"]
     assert entry["train/depth"] > 0 and "val/pixel_rmse" in entry and "val/miou" not in entry
+    # the network read what depth.inputs names: one-hot NYU-40 labels, RGB, or both (thesis Table 5.5)
+    checkpoint = load_checkpoint(tmp_path / "tiny" / "checkpoints" / "last.pt")
+    assert checkpoint["model"]["backbone.conv1.weight"].shape[1] == channels
+    cfg = config_from_dict(checkpoint["config"])
+    assert cfg.depth.inputs == inputs
+    assert checkpoint_num_classes(cfg, checkpoint["model"]) == (None if inputs == "rgb" else 40)
 
 
 def test_loss_terms_of_each_baseline():

@@ -1,4 +1,5 @@
-"""The rows of scripts/nyu_tables.py train with the thesis' settings (Tables 5.5, 5.6; §5.5.1, §5.5.2.1, §3.5.1)."""
+"""scripts/nyu_tables.py: well-formed commands for every row, and rows that train with the thesis' settings
+(Tables 5.5, 5.6; §5.5.1, §5.5.2.1, §3.5.1)."""
 import importlib.util
 import json
 import sys
@@ -8,11 +9,26 @@ import pytest
 
 from labelreg.config import load_config
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("nyu_tables_rows", ROOT / "scripts" / "nyu_tables.py")
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("nyu_tables", ROOT / "scripts" / "nyu_tables.py")
 nyu_tables = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = nyu_tables
 spec.loader.exec_module(nyu_tables)
+
+
+def test_table_5_5_dry_run(capsys):
+    assert nyu_tables.main(["--table", "5.5", "--dry-run", "--nyu-root", "/data/nyu"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("train-depth") == 3 and "data.root=/data/nyu" in printed
+    assert "| Seg+RGB (thesis) | 0.524 |" in printed
+
+
+def test_table_5_6_dry_run_with_and_without_depth_only_frames(capsys):
+    assert nyu_tables.main(["--table", "5.6", "--dry-run", "--depth-only", "/data/frames"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("train-depth") == 5 and "depth.depth_only=/data/frames" in printed
+    assert nyu_tables.main(["--table", "5.6", "--dry-run"]) == 0
+    assert "depth.mixed_epochs=0" in capsys.readouterr().out  # no frames: labeled-only training
 
 
 @pytest.mark.parametrize("label,config,inputs", [(row[0], row[1], inputs) for row, inputs in

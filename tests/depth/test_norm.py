@@ -7,11 +7,11 @@ import torch
 import labelreg  # noqa: F401  (before torchvision)
 from labelreg.cli import main
 from labelreg.config import load_config
-from labelreg.engine import load_checkpoint
 from labelreg.models.zoomout import grid_size
-from tests.test_depth_models import tiny_twopart  # the same tiny two-part model
+from labelreg.storage import load_checkpoint
+from tests.depth.test_models import tiny_twopart  # the same tiny two-part model
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SIZE = (32, 40)
 
 

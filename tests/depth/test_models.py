@@ -1,4 +1,4 @@
-"""Depth / joint depth + segmentation models (depth.models, SPEC §7)."""
+"""Depth / joint depth + segmentation models (depth.models; thesis §5.5, Tables 5.5 and 5.6)."""
 import pytest
 import torch
 
@@ -24,11 +24,26 @@ def resnet_weights():
     return build_backbone("resnet50").state_dict()
 
 
+def grad_norms(model, outputs, keys):
+    """{parameter name: summed |gradient|} of every trainable parameter for the loss Σ mean(outputs[key])."""
+    model.zero_grad(set_to_none=True)
+    sum(outputs[key].float().mean() for key in keys).backward(retain_graph=True)
+    return {name: 0.0 if p.grad is None else p.grad.abs().sum().item()
+            for name, p in model.named_parameters() if p.requires_grad}
+
+
 def _check_grads(model, outputs):
-    loss = sum(v.float().mean() for k, v in outputs.items() if k != "features")
-    loss.backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
-    assert not missing, missing
+    """Every trainable parameter gets a non-zero gradient from the outputs (no dead, detached or unused part)."""
+    norms = grad_norms(model, outputs, [key for key in outputs if key != "features"])
+    assert norms
+    dead = [name for name, norm in norms.items() if not norm > 0]
+    assert not dead, dead
+
+
+def _split(norms, prefix):
+    """(norms of the parameters under ``prefix``, norms of the others)."""
+    inside = {name: norm for name, norm in norms.items() if name.startswith(prefix)}
+    return inside, {name: norm for name, norm in norms.items() if name not in inside}
 
 
 def _check_groups(model):
@@ -109,6 +124,12 @@ def test_multitask_shapes_and_in_channels():
     assert bool((out["depth"] > 0).all()) and "block4" in out["features"]
     _check_grads(model, out)
     _check_groups(model)
+    # the heads share only the backbone: each loss reaches its own head and the backbone, never the other head
+    for task, other in (("seg", "depth"), ("depth", "seg")):
+        norms = grad_norms(model, out, [task])
+        others, rest = _split(norms, f"heads.{other}.")
+        assert others and all(norm == 0.0 for norm in others.values()), task
+        assert all(norm > 0 for norm in rest.values()), task
 
 
 @pytest.mark.parametrize("depth_input", ["log", "scaled"])
@@ -122,6 +143,14 @@ def test_twopart_shapes_grads_groups(depth_input):
     assert bool((out["depth"] > 0).all()) and bool((out["part1_depth"] > 0).all())
     _check_grads(model, out)
     _check_groups(model)
+    # part one's losses never reach part two
+    part2, part1 = _split(grad_norms(model, out, ["part1_seg", "part1_depth"]), "part2.")
+    assert part2 and all(norm == 0.0 for norm in part2.values())
+    assert all(norm > 0 for norm in part1.values())
+    # part two's weights on part one's outputs start at zero: its losses reach part one only once they move
+    part1, part2 = _split(grad_norms(model, out, ["seg", "depth"]), "part1.")
+    assert part1 and all(norm == 0.0 for norm in part1.values())
+    assert all(norm > 0 for norm in part2.values())
 
 
 def test_twopart_part_two_input_wiring():

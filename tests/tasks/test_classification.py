@@ -1,42 +1,21 @@
-"""Phase zero: SUNet classification pretraining on a tiny ImageFolder (train_cls)."""
+"""Phase zero: SUNet classification pretraining on a tiny ImageFolder (labelreg.tasks.classification)."""
 import json
+import shlex
 import shutil
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import labelreg  # noqa: F401  (installs the torchvision guard first)
+from labelreg.cli import main
 from labelreg.config import ConfigError, config_from_dict, load_config, to_dict
-from labelreg.engine import load_checkpoint, pad_collate
+from labelreg.data.imagefolder import ImageFolderDataset
 from labelreg.models.backbones.sunet import SUNET_BACKBONES, SUNET_CLASSIFIERS
-from labelreg.train_cls import (ImageFolderDataset, build_classifier, build_cls_augmentations, build_cls_dataset,
-                                evaluate_classifier, evaluate_classifier_checkpoint, load_image, topk_names, train,
-                                write_toy_imagefolder)
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-DEMO = CONFIGS / "demo" / "sunet64-tiny_cls.yaml"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A 32×32 SUNet step is ~0.1 s on one thread; with more, a busy machine makes OpenMP spin for seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def toy_root(tmp_path_factory):
-    """3 classes (colour + stripe direction), 6 train / 3 val images of 40×48 each, JPEG and PNG mixed."""
-    return write_toy_imagefolder(tmp_path_factory.mktemp("toy") / "data", classes=3, per_class=(6, 3), size=(40, 48))
-
-
-def demo_config(root, out, *overrides):
-    return load_config(DEMO, [f"data.root={root}", f"output_dir={out}", "name=cls", "train.epochs=3", *overrides])
+from labelreg.storage import load_checkpoint
+from labelreg.tasks import TASKS
+from labelreg.tasks.classification import (build_classifier, evaluate_checkpoint, evaluate_classifier,
+                                           model_from_checkpoint, topk_names, train)
+from tests.data.test_imagefolder import CONFIGS, DEMO, demo_config, one_thread, toy_root  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -45,51 +24,6 @@ def trained(toy_root, tmp_path_factory):
     cfg = demo_config(toy_root, out)
     result = train(cfg)
     return cfg, result
-
-
-# ----------------------------------------------------------------------------- data
-
-
-def test_dataset_samples(toy_root):
-    dataset = ImageFolderDataset(toy_root, "train", size=(37, 37))
-    assert dataset.class_names == ["class_0", "class_1", "class_2"] and len(dataset) == 18
-    assert {p.suffix for p, _ in dataset.samples} == {".jpg", ".png"}
-    sample = dataset[7]
-    assert sample["image"].dtype == torch.uint8 and sample["image"].shape == (3, 37, 37)
-    assert sample["target"].dtype == torch.int64 and sample["target"].ndim == 0 and int(sample["target"]) == 1
-    assert sample["index"] == 7 and sample["name"].startswith("class_1/")
-    # class 0 is red: the decoded colours survive resizing
-    red = dataset[0]["image"].float().mean(dim=(1, 2))
-    assert red[0] > red[1] + 50 and red[0] > red[2] + 50
-    # a limit is taken round-robin over classes
-    limited = ImageFolderDataset(toy_root, "train", size=8, limit=4)
-    assert limited.targets == [0, 0, 1, 2]
-
-
-def test_load_image_keeps_aspect(tmp_path):
-    # left half black, right half white, 40 high × 80 wide: short side 20 → 20×40, centre crop 20×20
-    array = np.zeros((40, 80, 3), np.uint8)
-    array[:, 40:] = 255
-    Image.fromarray(array).save(tmp_path / "a.png")
-    out = load_image(tmp_path / "a.png", (20, 20))
-    assert out.shape == (20, 20, 3)
-    assert out[:, :8].max() == 0 and out[:, 12:].min() == 255
-    # standard eval protocol: short side 30, centre 20×20 (a 20×60 window of a 30×60 resize)
-    assert load_image(tmp_path / "a.png", (20, 20), short_side=30).shape == (20, 20, 3)
-
-
-def test_eval_split_size_and_augment_without_label(toy_root):
-    cfg = demo_config(toy_root, "unused", "data.crop_size=[24,32]", "data.eval_size=[28,28]")
-    train_set = build_cls_dataset(cfg.data, "train", train=True)
-    val_set = build_cls_dataset(cfg.data, "val", train=False)
-    assert train_set.size == (37, 37) and val_set.size == (28, 28) and val_set.short_side == 32
-    batch = pad_collate([train_set[i] for i in range(4)])
-    train_augment, eval_augment = build_cls_augmentations(cfg.data)
-    augmented = train_augment(batch)
-    assert "label" not in augmented and augmented["image"].shape == (4, 3, 24, 32)
-    assert augmented["image"].dtype == torch.float32 and torch.equal(augmented["target"], batch["target"])
-    evaluated = eval_augment(pad_collate([val_set[i] for i in range(3)]))
-    assert evaluated["image"].shape == (3, 3, 28, 28) and evaluated["image"].min() < 0  # normalised
 
 
 class FixedLogits(torch.nn.Module):
@@ -154,9 +88,46 @@ def test_evaluate_checkpoint_reproduces_stored_metrics(trained):
     cfg, _ = trained
     checkpoint = load_checkpoint(cfg.run_dir / "checkpoints" / "best.pt")
     stored = config_from_dict(checkpoint["config"])
-    metrics = evaluate_classifier_checkpoint(stored, checkpoint, "val")
+    metrics = evaluate_checkpoint(stored, checkpoint, "val")
     for name in ("top1", "top3", "loss"):
         assert metrics[name] == pytest.approx(checkpoint["metrics"][f"val/{name}"], abs=1e-5)
+
+
+def test_model_from_checkpoint_is_the_table_entry(trained):
+    cfg, _ = trained
+    checkpoint = load_checkpoint(cfg.run_dir / "checkpoints" / "best.pt")
+    entry = TASKS["classification"]
+    assert (entry.train, entry.evaluate_checkpoint, entry.model_from_checkpoint) == (
+        train, evaluate_checkpoint, model_from_checkpoint)
+    model = entry.model_from_checkpoint(checkpoint)  # its config and K (read off fc) from the checkpoint alone
+    assert model.fc.out_features == 3
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, checkpoint["model"][key]), key
+    with pytest.raises(ValueError, match="3 classes, not 4"):
+        model_from_checkpoint(checkpoint, num_classes=4)
+    with pytest.raises(ConfigError, match="no regularizer"):
+        model_from_checkpoint(checkpoint, with_regularizer=True)
+    stored = config_from_dict(checkpoint["config"])
+    with pytest.raises(ConfigError, match="--save-predictions"):
+        evaluate_checkpoint(stored, checkpoint, "val", save_predictions="out")
+    with pytest.raises(ConfigError, match="--aux"):
+        evaluate_checkpoint(stored, checkpoint, "val", aux=True)
+
+
+def test_the_demo_configs_recipe_runs_as_written(capsys):
+    """The commands in the header of configs/demo/sunet64-tiny_cls.yaml: write the toy ImageFolder, train
+    (one epoch here), then ``labelreg eval`` on the run's best checkpoint (tests run in an empty folder)."""
+    lines = [line[1:].strip() for line in DEMO.read_text().splitlines() if line.startswith("#")]
+    write = shlex.split(next(line for line in lines if line.startswith("python -c")))
+    exec(write[2], {})  # noqa: S102  (the documented one-liner)
+    command = shlex.split(next(line for line in lines if line.startswith("labelreg train-cls")))
+    command[command.index("--config") + 1] = str(CONFIGS.parent / command[command.index("--config") + 1])
+    assert main([*command[1:], "train.epochs=1"]) == 0
+    best = load_config(DEMO).run_dir / "checkpoints" / "best.pt"
+    assert best.is_file()
+    assert main(["eval", "--checkpoint", str(best)]) == 0
+    printed = capsys.readouterr().out
+    assert "classification on imagefolder val" in printed and "top1" in printed and "top3" in printed
 
 
 def test_resume_continues(trained, tmp_path):
@@ -185,17 +156,6 @@ def test_class_mismatch_between_splits(toy_root, tmp_path):
     (root / "val" / "class_2").rename(root / "val" / "class_9")
     with pytest.raises(ValueError, match=r"missing in 'val': \['class_2'\].*not in 'train': \['class_9'\]"):
         train(demo_config(root, tmp_path / "runs"))
-
-
-def test_empty_and_unreadable_images(tmp_path):
-    (tmp_path / "train" / "cat").mkdir(parents=True)
-    (tmp_path / "train" / "cat" / "notes.txt").write_text("no images here")
-    with pytest.raises(FileNotFoundError, match="no images"):
-        ImageFolderDataset(tmp_path, "train", size=8)
-    (tmp_path / "train" / "cat" / "broken.jpg").write_bytes(b"not a jpeg")
-    dataset = ImageFolderDataset(tmp_path, "train", size=8)
-    with pytest.raises(RuntimeError, match=r"broken\.jpg \(index 0"):
-        dataset[0]
 
 
 def test_config_errors(toy_root, tmp_path):
