@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from depth.task import DEPTH_TASK, metrics_protocol
 from labelreg.config import ConfigError, config_from_dict, load_config, to_dict
 from labelreg.retrieval import query_checkpoints
 from labelreg.engine import claim_run_directory, run_directory
@@ -45,7 +46,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
 def task_table() -> dict[str, TaskEntry]:
     """Every task the CLI trains and evaluates: labelreg's ``TASKS``, and the entries of the packages built
     on labelreg (depth's is merged in here: the application layer is the one place that knows depth)."""
-    return dict(TASKS)
+    return {**TASKS, "depth": DEPTH_TASK}
 
 
 TRAIN_COMMANDS = {"train-ae": "autoencoder", "train-seg": "segmentation", "train-cls": "classification",
@@ -85,11 +86,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     metrics = evaluate(cfg, checkpoint, split, save_predictions=args.save_predictions, aux=args.aux,
                        figure=args.figure, resolved=resolved_for_checkpoint(args.checkpoint))
     print(format_metrics(metrics, title=f"{cfg.name} — {cfg.task} on {cfg.data.dataset} {split}"))
-    protocol = None
-    if cfg.task == "depth":
-        protocol = (f"depth: valid ground truth in [{cfg.depth.min_depth}, {cfg.depth.max_depth}] m, Eigen crop "
-                    f"{'on' if cfg.depth.eigen_crop else 'off'}; pixel_* = accumulated over all pixels, image_* = "
-                    "mean of per-image values; relative errors divided by the ground truth; rmse in metres")
+    protocol = metrics_protocol(cfg) if cfg.task == "depth" else None  # how depth's metrics were computed
+    if protocol:
         print(protocol)
     out = Path(args.out) if args.out else run_directory(args.checkpoint) / f"eval_{split}{'_aux' if args.aux else ''}.json"
     record = {"checkpoint": str(args.checkpoint), "split": split, "metrics": metrics}
