@@ -9,10 +9,11 @@ from PIL import Image
 
 import depth.task
 from depth.io import MILLIMETRES, colorize_depth, save_depth_png
-from depth.task import checkpoint_num_classes, loss_terms, make_dynamic_weights
+from depth.task import DEPTH_TASK, checkpoint_num_classes, loss_terms, make_dynamic_weights
 from labelreg.cli import main
 from labelreg.config import config_from_dict
 from labelreg.storage import load_checkpoint
+from labelreg.tasks import TASKS, model_from_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -62,8 +63,14 @@ def test_two_part_training_with_mixed_phases_and_evaluation(tiny_synthetic, tmp_
             assert all(batch[:2] == [True, True] and not any(batch[2:]) for seen, batch in batches if seen == epoch)
         else:  # labeled-only phase: no depth-only frame any more
             assert all(flags), epoch
-    history = load_checkpoint(tmp_path / "tiny" / "checkpoints" / "last.pt")["history"]
+    last = load_checkpoint(tmp_path / "tiny" / "checkpoints" / "last.pt")
+    history = last["history"]
     assert [entry["epoch"] for entry in history] == [1, 2, 3]
+    # the one rebuild-from-checkpoint function, with depth's entry merged in: 40 classes read off the weights
+    model = model_from_checkpoint(last, table={**TASKS, "depth": DEPTH_TASK})
+    assert model.num_classes == 40 and model.part1.backbone.features.conv0.in_channels == 3
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, last["model"][key]), key
     terms = ["depth", "seg", "part1_depth", "part1_seg"]
     assert all(f"train/{term}" in history[0] and f"weight/{term}" in history[0] for term in terms)
     assert all(history[0][f"weight/{term}"] == 1.0 for term in terms)  # nothing to balance with yet
