@@ -1,4 +1,5 @@
-"""Evaluation metrics for segmentation and depth, accumulated over a whole set (SPEC §8).
+"""Evaluation metrics for segmentation and depth, accumulated over a whole set
+(segmentation: thesis §3.4, eq. 3.4.1; depth: thesis §5.5.1).
 
 Both classes keep their running state as tensors on the device the predictions
 live on, so ``update`` never reads values back to the host; ``compute`` does the
@@ -38,8 +39,9 @@ class SegMetrics:
 
     ``confusion[g, p]`` counts pixels of ground-truth class ``g`` predicted as ``p``
     (int64, num_classes×num_classes). mIoU averages IoU over the classes present
-    in the ground truth *or* the prediction (union > 0, SPEC §8), so a class that
-    appears in neither does not count as 0 (or 1). Mean class accuracy averages
+    in the ground truth *or* the prediction (union > 0; eq. 3.4.1 of thesis §3.4 is
+    undefined for an empty union), so a class that appears in neither does not count
+    as 0 (or 1). Mean class accuracy averages
     recall over the classes present in the ground truth.
 
     Invalid target ids (outside [0, C) and not ``ignore_index``) raise ValueError.
@@ -165,7 +167,7 @@ class DepthMetrics:
     ``rmse_log`` = √mean((ln g − ln p)²), ``delta_k`` = fraction with
     max(g/p, p/g) < 1.25^k. The relative errors divide by the *ground truth*,
     following Eigen et al. and common toolkits; the thesis writes them divided
-    by the prediction, which we deliberately do not follow (SPEC §8).
+    by the prediction, which we deliberately do not follow (thesis §5.5.1).
 
     Two aggregations are kept (``compute()`` reports both, say which you quote):
 

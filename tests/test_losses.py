@@ -3,7 +3,9 @@ import math
 import pytest
 import torch
 
-from labelreg.losses import class_frequencies, inverse_frequency_weights, masked_cross_entropy
+from labelreg.config import Config
+from labelreg.losses import class_frequencies, inverse_frequency_weights, masked_cross_entropy, masked_one_hot_mse
+from labelreg.tasks.segmentation import make_losses
 
 
 def test_masked_cross_entropy_known_values():
@@ -59,9 +61,6 @@ def test_inverse_frequency_weights_average_one_over_the_training_pixels():
 
 
 def test_make_losses_asymmetric_and_its_weighted_mean_option():
-    from labelreg.config import Config
-    from labelreg.train_seg import make_losses
-
     logits = torch.tensor([[[[0.0, math.log(3.0), 5.0]], [[0.0, 0.0, 5.0]]]])
     batch = {"label": torch.tensor([[[1, 0, 255]]])}
     weight = torch.tensor([3.0, 1.0])
@@ -76,8 +75,6 @@ def test_make_losses_asymmetric_and_its_weighted_mean_option():
 
 # ---------------------------------------------------------------------------- the "†" MSE auxiliary loss
 def test_one_hot_mse_sums_over_classes_and_averages_over_valid_pixels():
-    from labelreg.losses import masked_one_hot_mse
-
     # logits (ln 2, 0, 0) → softmax (1/2, 1/4, 1/4). Target 0: 1/4 + 1/16 + 1/16 = 3/8;
     # target 1: 1/4 + 9/16 + 1/16 = 7/8; the ignored pixel counts for nothing → (3/8 + 7/8) / 2
     column = torch.tensor([math.log(2.0), 0.0, 0.0])

@@ -1,4 +1,4 @@
-"""Dilated Stacked U-Nets for segmentation (SUNet paper §6.2; SPEC §2, §6)."""
+"""Dilated Stacked U-Nets for segmentation (SUNet paper §5, §6.2)."""
 from __future__ import annotations
 
 import torch

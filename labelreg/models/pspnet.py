@@ -1,4 +1,5 @@
-"""PSPNet (Zhao et al.): dilated ResNet (output stride 8) + pyramid pooling module (SPEC §2)."""
+"""PSPNet (Zhao et al.): dilated ResNet (output stride 8) + pyramid pooling module
+(thesis §5.4.2, Table 5.3)."""
 from __future__ import annotations
 
 import torch

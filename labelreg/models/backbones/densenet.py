@@ -1,6 +1,6 @@
 """DenseNets as zoom-out backbones: torchvision's 121/161/201 and the thesis' DenseNet-67 (Figure 5.3).
 
-Taps (SPEC §1): the stem, and the end of every dense block *before* the
+Taps (thesis §3.5, Figure 3.8): the stem, and the end of every dense block *before* the
 transition that follows it (the transition's 2×2 average pool is the
 downsampling, so each block is tapped at its full resolution). The last block
 has no transition; it is tapped after ``norm5`` + ReLU, the features torchvision's

@@ -1,4 +1,4 @@
-"""ResNet-50/101 as zoom-out backbones, optionally dilated (§3.5.1, Table 3.9; SPEC §1, §2).
+"""ResNet-50/101 as zoom-out backbones, optionally dilated (thesis §3.5, §3.5.1, Table 3.9).
 
 Taps are the stem and the end of each of the four stages. Dilation follows
 torchvision's ``replace_stride_with_dilation``: output stride 16 dilates stage 4,

@@ -1,7 +1,7 @@
 """Stacked U-Nets (SUNets): classifiers, dilated backbones with named taps, de-gridding head.
 
-Follows SPEC §6 (the official code's structure) and the SUNet paper
-(``papers/stacked-unets-sunets.txt``, Table 1, §3.1, §5).
+Follows the SUNet paper (Shah et al., "Stacked U-Nets": Table 1, §3.1, §4, §5) and,
+where it is silent, the structure of its official code.
 
 Structure
 ---------
@@ -27,8 +27,8 @@ last window averages only the real elements), so a tap of nominal stride s is
 Inside a module each transposed conv is told the exact size of the skip it
 joins (``output_size=``), so a module's output always has its input's size.
 
-Dilation (multigrid, SPEC §6 / paper §5.2)
-------------------------------------------
+Dilation (multigrid, SUNet paper §5.1, §5.2)
+--------------------------------------------
 In a module with dilation a > 1 nothing is strided; level i (i = 0 is the
 outermost level, E1/D1 in Figure 1) uses dilations
 
@@ -59,8 +59,8 @@ conv 9,472; residual block 230,144; blocks 758,912 / 1,717,504 / 2,114,048 /
 1,053,120; final BN 2,048; FC 1,025,000. The SUNet-7-128 gap is the paper's, not
 a structural difference: its 37.7M (Tables 1–2) and the 35.4M it quotes for the
 OS-16 segmentation model (§6.2.2, no FC) are both reproduced exactly by block
-outputs 512/1280/**1792**/2304 (37,731,944 and 35,426,944), whereas SPEC §6 and
-Table 1 give 2048 for block 3. We follow SPEC (2048); ``SUNet(128, 7,
+outputs 512/1280/**1792**/2304 (37,731,944 and 35,426,944), whereas Table 1 and
+the official code give 2048 for block 3. We follow Table 1 (2048); ``SUNet(128, 7,
 (512, 1280, 1792, 2304))`` builds the variant the paper evidently counted.
 """
 from __future__ import annotations
@@ -152,7 +152,7 @@ class _UpLevel(nn.Module):
 
 
 class UNetModule(nn.Module):
-    """One u-net module with outer residual connection (paper Figure 1; SPEC §6).
+    """One u-net module with outer residual connection (SUNet paper Figure 1, §3.1).
 
     Args:
         in_channels: M, channels of the input.
@@ -229,7 +229,7 @@ def _pool(keep: bool) -> nn.Module:
 
 
 def _block_dilations(output_stride: int) -> tuple[int, int, int, int]:
-    """Dilation a of the modules of blocks 1–4 for an output stride (SPEC §6)."""
+    """Dilation a of the modules of blocks 1–4 for an output stride (SUNet paper §5.1, §5.2)."""
     table = {32: (1, 1, 1, 1), 16: (1, 1, 1, 2), 8: (1, 1, 2, 4)}
     if output_stride not in table:
         raise ValueError(f"output_stride must be one of {sorted(table)}, got {output_stride}")
@@ -352,7 +352,7 @@ class SUNetBackbone(Backbone):
 
 
 class DegriddingHead(nn.Sequential):
-    """De-gridding layers + classifier for OS-8 SUNets (paper §5.3; SPEC §6).
+    """De-gridding layers + classifier for OS-8 SUNets (SUNet paper §5.3).
 
     3×3 conv dilation 2 → 512, BN, ReLU; 3×3 conv dilation 1 → 512, BN, ReLU; 1×1 conv → classes.
     B×C×h×w → B×num_classes×h×w. The 3×3 convs have no bias (the BN right after them makes it redundant).

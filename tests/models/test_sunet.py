@@ -19,14 +19,9 @@ BLOCK_OUTPUTS = {"sunet64": (256, 512, 768, 1024), "sunet128": (512, 1024, 1536,
 TAP_STRIDES = {32: (4, 4, 8, 16, 32), 16: (4, 4, 8, 16, 16), 8: (4, 4, 8, 8, 8)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One intra-op thread for this file: these small convs gain little from two, and when other CPU jobs share
-    the 2 cores, OpenMP's spinning threads slow them down ~5× (measured: 32 s vs 6 s for this file)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One intra-op thread: these small convs gain little from two, and when other CPU jobs share the 2 cores,
+# OpenMP's spinning threads slow them down ~5× (measured: 32 s vs 6 s for this file).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def n_params(module: nn.Module) -> int:
@@ -124,11 +119,11 @@ def test_parameter_counts(meta_classifiers, name):
 def test_sunet7128_paper_count_corresponds_to_1792_wide_block3():
     """Why SUNet-7-128 is 39.1M, not the paper's 37.7M (+3.7%).
 
-    SPEC §6, Table 1 and the official code all give block outputs 512/1280/2048/2304, and
+    Table 1 and the official code both give block outputs 512/1280/2048/2304, and
     with that table the count is 39,113,832. The paper's 37.7M (Table 1/2) and its 35.4M
     for the OS-16 segmentation model (§6.2.2, i.e. without the FC) are *both* reproduced
     exactly with a 1792-wide block 3 (512/1280/1792/2304, regular +512 steps), so the
-    paper's figures evidently come from that configuration; we follow SPEC's widths.
+    paper's figures evidently come from that configuration; we follow Table 1's widths.
     """
     with torch.device("meta"):
         variant = SUNet(128, 7, (512, 1280, 1792, 2304))
@@ -200,7 +195,7 @@ def test_sunet7128_real_forward(image):
 
 
 def test_bad_output_stride():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"output_stride must be one of \[8, 16, 32\], got 4"):
         sunet64(output_stride=4)
 
 

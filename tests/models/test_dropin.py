@@ -10,15 +10,20 @@ import torch.nn.functional as F
 from torch import nn
 
 import labelreg
-from labelreg.engine import load_checkpoint, save_checkpoint
+from labelreg import bench
+from labelreg.cli import main
+from labelreg.config import Config, ConfigError
 from labelreg.losses import masked_cross_entropy, masked_one_hot_mse
 from labelreg.models import LabelAutoencoder, build_segmenter
 from labelreg.models.tvseg import TorchvisionSegmenter, build_torchvision_segmenter
-from torchvision.models import segmentation  # after labelreg (labelreg._compat)
+from labelreg.storage import load_checkpoint, save_checkpoint
+from labelreg.tasks.segmentation import build_model, default_loss_weights
+from torchvision.models import mobilenet_v3_large, resnet50, segmentation  # after labelreg (labelreg._compat)
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 CLASSES = 5
 SIZE = (65, 97)  # odd: the code grid is ⌈65/16⌉×⌈97/16⌉ = 5×7
+pytestmark = pytest.mark.usefixtures("one_thread")  # on the shared 2-core CPU a second thread mostly waits
 
 
 class ToyUNet(nn.Module):
@@ -192,7 +197,6 @@ def test_torchvision_adapter_keeps_torchvision_keys_and_outputs(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(adapter(x)["seg"], reference.eval()(x)["out"])
     # a backbone file (torchvision's classification layout) loads strictly; a wrong one names the keys
-    from torchvision.models import mobilenet_v3_large
     classifier = mobilenet_v3_large(weights=None)
     torch.save(classifier.state_dict(), tmp_path / "mnv3.pth")
     loaded = build_torchvision_segmenter("tv:lraspp_mobilenet_v3_large", num_classes=CLASSES,
@@ -209,11 +213,6 @@ def test_torchvision_adapter_keeps_torchvision_keys_and_outputs(tmp_path):
 
 
 def test_resnet_backbone_file_and_config_errors(tmp_path):
-    from torchvision.models import resnet50
-
-    from labelreg.config import Config, ConfigError
-    from labelreg.train_seg import build_model
-
     classifier = resnet50(weights=None)  # its fc.* is the only part the segmenter does not have
     torch.save(classifier.state_dict(), tmp_path / "r50.pth")
     cfg = Config(task="segmentation")
@@ -237,8 +236,6 @@ def test_resnet_backbone_file_and_config_errors(tmp_path):
 def test_fcn_aux_classifier_becomes_the_psp_aux_term():
     fcn = build_torchvision_segmenter("tv:fcn_resnet50", num_classes=CLASSES, aux_loss=True)
     assert isinstance(fcn, TorchvisionSegmenter) and fcn.aux_head is fcn.aux_classifier
-    from labelreg.config import Config
-    from labelreg.train_seg import default_loss_weights
     assert default_loss_weights(Config(), fcn) == {"psp_aux": 0.5}
     with torch.no_grad():
         outputs = fcn.eval()(torch.randn(1, 3, 33, 40))
@@ -277,8 +274,6 @@ def test_readme_training_loop_runs(autoencoder, tmp_path):
 def test_train_seg_with_a_torchvision_model(tiny_synthetic, tmp_path, capsys):
     """tv:lraspp through labelreg train-seg with the regularizer, then eval (--aux, and plain: the tv: model
     without the branch) and export."""
-    from labelreg.cli import main
-
     ae = tmp_path / "ae.pt"
     save_checkpoint(ae, {"model": LabelAutoencoder(40, "32").state_dict(),
                          "config": {"task": "autoencoder", "model": {"variant": "32"}}})
@@ -296,8 +291,8 @@ output_dir: {tmp_path}
                  f"regularizer.autoencoder={ae}"]) == 0
     best = tmp_path / "tvreg" / "checkpoints" / "best.pt"
     checkpoint = load_checkpoint(best)
-    assert checkpoint["config"]["regularizer"]["tap"] == "classifier.cbr"
-    assert checkpoint["config"]["train"]["loss_weights"] == {"aux": 0.5}
+    resolved = json.loads((tmp_path / "tvreg" / "resolved.json").read_text())  # what the run derived; config as given
+    assert resolved["tap"] == "classifier.cbr" and resolved["loss_weights"] == {"aux": 0.5}
     assert "val/aux_miou" in checkpoint["metrics"] and "train/aux" in checkpoint["metrics"]
     assert main(["eval", "--checkpoint", str(best), "--aux"]) == 0
     assert json.loads((tmp_path / "tvreg" / "eval_test_aux.json").read_text())["metrics"]["aux_miou"] == \
@@ -310,8 +305,6 @@ output_dir: {tmp_path}
 
 
 def test_bench_times_the_dropin_wrapper():
-    from labelreg import bench
-
     case = bench.Case(model="tv:lraspp_mobilenet_v3_large", batch=2, size=(32, 48), num_classes=CLASSES,
                       regularizer=True, dropin=True)
     assert case.label().endswith("+reg dropin")
@@ -325,11 +318,3 @@ def test_bench_times_the_dropin_wrapper():
     assert model.to_code.weight.grad is not None
     assert all(torch.equal(value, model.decoder.state_dict()[key]) for key, value in decoder.items())
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """On the shared 2-core CPU a second OpenMP thread mostly waits for the first."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

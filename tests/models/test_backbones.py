@@ -22,6 +22,7 @@ from labelreg.models.backbones.resnet import RESNET_BACKBONES, resnet50_backbone
 from labelreg.models.backbones.vgg import VGG_BACKBONES, fc_to_conv, vgg16_backbone  # noqa: E402
 
 H, W = 97, 129  # odd on purpose: exposes floor/ceil differences between networks
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/models/test_models.py
 
 # name → (builder, keyword arguments)
 CONFIGS: dict[str, tuple[Callable[..., Backbone], dict[str, Any]]] = {
@@ -149,7 +150,7 @@ def test_freeze_bn_keeps_eval_outputs(name):
 
 def test_builders_are_keyword_only():
     for builder, _ in CONFIGS.values():
-        with pytest.raises(TypeError):
+        with pytest.raises(TypeError, match="positional argument"):
             builder(None)
 
 
@@ -189,7 +190,7 @@ def test_vgg16_loads_torchvision_weights(tmp_path):
     # Once FCN has taken fc6/fc7 over, the backbone drops them and still loads full checkpoints.
     model.drop_global_feature()
     assert model.global_channels == 0 and not any(k.startswith("classifier.") for k in model.state_dict())
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"fc6/fc7 were removed by drop_global_feature"):
         model.global_feature(taps)
     model.load_pretrained(tmp_path / "weights.pth")
 
@@ -268,7 +269,7 @@ def test_checkpoint_mismatch_names_the_key(tmp_path):
     # The dropped classifier's keys are ignored, and a path works like a dict.
     torch.save({**state, "classifier.weight": torch.zeros(10, 720)}, tmp_path / "d67.pth")
     densenet67_backbone(pretrained=tmp_path / "d67.pth")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="pretrained weights not found: .*absent.pth"):
         densenet67_backbone(pretrained=tmp_path / "absent.pth")
 
 
@@ -286,10 +287,10 @@ def test_densenet67_design():
     # Same counting rule gives 121 for torchvision's DenseNet-121 (one 7×7 stem conv).
     tv121 = torchvision.models.densenet121(weights=None)
     assert sum(isinstance(m, nn.Conv2d) for m in tv121.modules()) + 1 == 121
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="DenseNet-67 has no ImageNet weights"):
         densenet67_backbone(pretrained="imagenet")
 
 
 def test_resnet_rejects_unknown_output_stride():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"output_stride must be one of \[8, 16, 32\], got 4"):
         resnet50_backbone(output_stride=4)

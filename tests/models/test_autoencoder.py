@@ -4,6 +4,8 @@ import torch.nn.functional as F
 
 from labelreg.models import AE_VARIANTS, LabelAutoencoder, one_hot_labels
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/models/test_models.py
+
 
 def test_one_hot_ignores_void_and_rejects_out_of_range():
     label = torch.tensor([[[0, 2], [255, 1]]])

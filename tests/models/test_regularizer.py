@@ -1,14 +1,21 @@
 """Phase two: the auxiliary branch through the frozen decoder (and the encoder variant)."""
+import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from labelreg.config import ConfigError, load_config
 from labelreg.losses import masked_cross_entropy, masked_one_hot_mse
 from labelreg.models import LabelAutoencoder, build_segmenter
-from labelreg.models.regularizer import DecoderRegularized, EncoderRegularized, aux_target, plain_segmenter_state
+from labelreg.models.regularizer import (DecoderRegularized, EncoderRegularized, aux_target, choose_tap,
+                                         plain_segmenter_state, probe_features)
+from labelreg.storage import save_checkpoint
+from labelreg.tasks.segmentation import build_model, default_loss_weights, model_from_checkpoint, train
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/models/test_models.py
 TINY = {"hidden": 16, "backbone_options": {"growth_rate": 8, "block_config": [1, 1, 1, 1],
                                             "stem_channels": [8, 8, 8]}}
 
@@ -186,9 +193,6 @@ def test_mse_auxiliary_loss_known_value():
 @pytest.mark.parametrize("kind, loss, weight, expected", [("decoder", "ce", None, 0.5), ("decoder", "mse", None, 1.0),
                                                           ("encoder", "ce", None, 0.5), ("decoder", "mse", 2.5, 2.5)])
 def test_auxiliary_weight_defaults_per_loss(kind, loss, weight, expected):
-    from labelreg.config import load_config
-    from labelreg.train_seg import default_loss_weights
-
     cfg = load_config(CONFIGS / "zoomout-densenet67_voc12_256.yaml",
                       [f"regularizer.kind={kind}", f"regularizer.loss={loss}", f"regularizer.weight={weight}"
                        if weight is not None else "regularizer.weight=null"])
@@ -208,8 +212,6 @@ def test_exported_segmenter_gives_the_same_primary_logits():
 
 
 def test_tap_prefers_a_1_16_feature_over_a_coarser_pyramid_pooling_output():
-    from labelreg.models.regularizer import choose_tap, probe_features
-
     # zoom-out ResNet-50 at output stride 32 with pyramid pooling: ppm sits on layer4 (1/32);
     # layer3 is at the decoder input's 1/16 and wins
     shapes = probe_features(build_segmenter("zoomout_resnet50", num_classes=5, hidden=16, pyramid_pooling=True))
@@ -227,9 +229,6 @@ def test_tap_prefers_a_1_16_feature_over_a_coarser_pyramid_pooling_output():
 
 # ---------------------------------------------------------------------------- Table 5.2's random decoder
 def _thesis_tables():
-    import importlib.util
-    import sys
-
     spec = importlib.util.spec_from_file_location("thesis_tables", CONFIGS.parent / "scripts" / "thesis_tables.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the script executes
@@ -240,8 +239,6 @@ def _thesis_tables():
 def test_random_init_row_trains_an_unfrozen_random_decoder():
     # §5.4.2: "if we skip the first phase, and train from scratch with an unfrozen, randomly initialized
     # decoder, the accuracy gain disappears"
-    from labelreg.config import load_config
-
     tables = _thesis_tables()
     row = next(row for row in tables.TABLES["5.2"] if row.regularizer == "Random Init. Decoder")
     cfg = load_config(tables.CONFIGS / row.config, list(row.overrides))
@@ -249,9 +246,6 @@ def test_random_init_row_trains_an_unfrozen_random_decoder():
 
 
 def test_a_frozen_random_decoder_is_refused_before_training():
-    from labelreg.config import ConfigError, load_config
-    from labelreg.train_seg import train
-
     cfg = load_config(CONFIGS / "zoomout-densenet67_voc12_256.yaml",
                       ["regularizer.kind=decoder", "regularizer.random_init=true", "data.root=/nonexistent"])
     with pytest.raises(ConfigError, match=r"regularizer\.random_init.*regularizer\.frozen"):
@@ -260,34 +254,25 @@ def test_a_frozen_random_decoder_is_refused_before_training():
 
 @pytest.mark.parametrize("random_init", [False, True])
 def test_regularized_checkpoints_rebuild_for_evaluation(random_init, tmp_path):
-    # evaluation rebuilds the branch with random_init (weights come from the checkpoint) whatever `frozen`
-    # says: both a phase-one run (frozen) and the random-decoder ablation (unfrozen) must load
-    from labelreg.config import load_config
-    from labelreg.evaluation import segmenter_from_checkpoint
-    from labelreg.train_seg import build_model
-
+    # evaluation rebuilds the branch from the checkpoint's own weights (no phase-one file is read) whatever
+    # `frozen` says: both a phase-one run (frozen) and the random-decoder ablation (unfrozen) must load
     overrides = ["regularizer.kind=decoder", "regularizer.variant=32", "model.options.hidden=16",
                  "model.options.backbone_options={growth_rate: 8, block_config: [1, 1, 1, 1], stem_channels: [8, 8, 8]}"]
     overrides += (["regularizer.random_init=true", "regularizer.frozen=false"] if random_init
                   else [f"regularizer.autoencoder={tmp_path / 'ae.pt'}"])
     if not random_init:
-        from labelreg.engine import save_checkpoint
-
         save_checkpoint(tmp_path / "ae.pt", {"model": trained_autoencoder(21).state_dict(),
                                              "config": {"task": "autoencoder", "model": {"variant": "32"}}})
     cfg = load_config(CONFIGS / "zoomout-densenet67_voc12_256.yaml", overrides)
     model = build_model(cfg, 21)
     checkpoint = {"model": model.state_dict()}
     for with_regularizer in (True, False):
-        rebuilt = segmenter_from_checkpoint(load_config(CONFIGS / "zoomout-densenet67_voc12_256.yaml", overrides),
-                                            checkpoint, 21, with_regularizer=with_regularizer)
+        rebuilt = model_from_checkpoint(checkpoint, with_regularizer=with_regularizer, num_classes=21,
+                                        cfg=load_config(CONFIGS / "zoomout-densenet67_voc12_256.yaml", overrides))
         assert isinstance(rebuilt, DecoderRegularized) == with_regularizer
 
 
 def test_dagger_rows_use_the_mse_loss_and_its_own_weight_and_the_table_says_what_differs():
-    from labelreg.config import load_config
-    from labelreg.train_seg import default_loss_weights
-
     tables = _thesis_tables()
     dagger = [row for row in tables.TABLES["5.1"] if row.regularizer.startswith("Decoder") and "†" in row.regularizer]
     assert len(dagger) == 2

@@ -1,10 +1,23 @@
-"""Every segmenter in MODELS: shapes on odd sizes, gradients, strides, and the zoom-out head's exact cheap form."""
+"""Every segmenter in MODELS: shapes on odd sizes, gradients, strides, the zoom-out head's exact cheap form, and
+the README's parameter counts."""
+import re
+from pathlib import Path
+
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
+from labelreg.data import NYUv2Labeled, normalize
+from labelreg.metrics import SegMetrics
 from labelreg.models import MODELS, ZoomOutHead, build_segmenter
+from labelreg.models.backbones import SUNET_CLASSIFIERS
 
 TINY_HEADS = {"hidden": 32}  # zoom-out heads are configurable; tests use a small MLP
+README = Path(__file__).resolve().parents[2] / "README.md"
+PARAMETER_TABLE = "| model | parameters (21 classes, default options) |"
+# One intra-op thread: when other jobs share the 2 CPU cores, OpenMP's second thread slows these convolutions
+# down 5-15× (measured: zoom-out ResNet-101's forward/backward 31 s with two threads, 2 s with one).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(name, num_classes=7, **options):
@@ -33,11 +46,17 @@ def test_output_shape_finite_and_every_parameter_learns(name):
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_param_groups_split_backbone_and_head(name):
-    model = build(name, num_classes=3)
+    """``backbone`` holds exactly the backbone's parameters (the ones ``optim.group_lr.backbone`` and
+    staged freezing act on), ``head`` everything else; neither is empty, none is in both or missing."""
+    with torch.device("meta"):  # the grouping only: no weights in memory
+        model = build(name, num_classes=3)
     groups = model.param_groups()
     assert set(groups) == {"backbone", "head"}
-    ids = [id(p) for params in groups.values() for p in params]
-    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+    backbone, head = ([id(p) for p in groups[key]] for key in ("backbone", "head"))
+    assert backbone and head
+    assert len(backbone) == len(set(backbone)) and len(head) == len(set(head))
+    assert set(backbone) == {id(p) for p in model.backbone.parameters()}
+    assert set(head) == {id(p) for p in model.parameters()} - set(backbone)
 
 
 @pytest.mark.parametrize("name, options, stride", [
@@ -126,11 +145,6 @@ def test_calibration_normalises_features():
 
 
 def test_tiny_zoomout_overfits_synthetic_images(tiny_synthetic):
-    from torch.utils.data import DataLoader
-
-    from labelreg.data import NYUv2Labeled, normalize
-    from labelreg.metrics import SegMetrics
-
     torch.manual_seed(0)
     batch = next(iter(DataLoader(NYUv2Labeled(tiny_synthetic.nyu_mat, "train"), batch_size=4)))
     images, labels = normalize(batch["image"]), batch["label"]
@@ -174,3 +188,42 @@ def test_fcn_fc6_fc7_dropout_is_per_location():
     with torch.device("meta"):  # the dropout module only: no VGG weights in memory
         model = build("fcn8s_vgg16", dropout=0.5)
     _dropout_masks_vary_within_channels([model.dropout])
+
+
+# ----------------------------------------------------------------------------- the README's numbers
+
+
+def readme_parameter_table(text: str) -> dict[str, str]:
+    """The README's Segmenters table: {model name: its parameter count as written, e.g. "20.0M"}."""
+    lines = text.splitlines()
+    start = lines.index(PARAMETER_TABLE) + 2  # the header, then the |---| rule
+    rows = {}
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        match = re.fullmatch(r"\| `([a-z0-9_]+)` \| (\d+\.\d)M \|", line.strip())
+        assert match, f"unreadable row of the README's parameter table: {line!r}"
+        rows[match[1]] = match[2] + "M"
+    return rows
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_readme_parameter_table_matches_the_models():
+    """Every model of MODELS is in the README's table, built with 21 classes and default options (on the meta
+    device: shapes only), and its count rounds to the number written there; so do the SUNet classifiers'."""
+    text = README.read_text()
+    table = readme_parameter_table(text)
+    assert sorted(table) == sorted(MODELS)
+    counted = {}
+    for name in table:
+        with torch.device("meta"):
+            counted[name] = f"{n_params(build_segmenter(name, num_classes=21)) / 1e6:.1f}M"
+    assert counted == table
+    written = re.search(r"SUNet-64\s+([\d.]+)M,\s+SUNet-128\s+([\d.]+)M,\s+SUNet-7-128\s+([\d.]+)M\s+parameters", text)
+    assert written, "the README no longer states the SUNet classifiers' parameter counts"
+    for name, value in zip(("sunet64", "sunet128", "sunet7128"), written.groups()):
+        with torch.device("meta"):
+            assert f"{n_params(SUNET_CLASSIFIERS[name]()) / 1e6:.2f}" == value, name
