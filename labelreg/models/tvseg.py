@@ -12,6 +12,10 @@ The phase-two regularizer wraps these with ``dropin.RegularizedOutputs`` (forwar
 ``TV_TAPS[name]``): DeepLabV3 reads its ASPP output ``classifier.0`` and FCN its deepest backbone
 stage ``backbone.layer4`` (both output stride 8, resized to the decoder's 1/16 input, as PSPNet's
 pyramid pooling in §5.4.2); LR-ASPP's default tap is the deepest module at 1/16 (``classifier.cbr``).
+
+``TorchvisionReference`` (``build_torchvision_reference``) is the benchmark's reference form of the dilated
+models (``labelreg bench``, thesis §3.5.1's cost comparison): the backbone's output exposed as
+``features["out"]`` for ``DecoderRegularized``, no auxiliary classifier.
 """
 from __future__ import annotations
 
@@ -19,7 +23,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+# Importing anything under labelreg has already run labelreg/__init__, which makes torchvision importable.
+from labelreg.models.backbones.common import freeze_batchnorm, load_checked, read_state_dict
+from torchvision.models import segmentation
 
 TV_PREFIX = "tv:"
 TORCHVISION_SEGMENTERS = ("deeplabv3_resnet50", "deeplabv3_resnet101", "deeplabv3_mobilenet_v3_large",
@@ -71,8 +80,6 @@ class TorchvisionSegmenter(nn.Module):
 def load_backbone_file(model: nn.Module, name: str, source: str | Path | Mapping[str, Any]) -> None:
     """Load a torchvision classification network's state dict (ResNet or MobileNetV3) into ``model.backbone``,
     strictly: only the classifier (``fc.`` / ``classifier.``) may be left over."""
-    from labelreg.models.backbones.common import load_checked, read_state_dict
-
     state, label = read_state_dict(source)
     state = {key.removeprefix("module."): value for key, value in state.items()}
     if "mobilenet" in name:  # the backbone is mobilenet_v3_large(...).features
@@ -92,8 +99,6 @@ def build_torchvision_segmenter(name: str, *, num_classes: int, pretrained_backb
     """``torchvision.models.segmentation.<name>(weights=None, num_classes=…, **options)`` (``aux_loss`` is an
     option), backbone weights from ImageNet (``pretrained_backbone="imagenet"``: ``weights_backbone=
     "IMAGENET1K_V1"``, as our backbones) or a local file loaded strictly; ``freeze_bn`` as for our backbones."""
-    from torchvision.models import segmentation  # after `import labelreg` (see labelreg._compat)
-
     name = name.removeprefix(TV_PREFIX)
     if name not in TORCHVISION_SEGMENTERS:
         raise ValueError(f"unknown torchvision segmenter tv:{name}; available: "
@@ -106,7 +111,33 @@ def build_torchvision_segmenter(name: str, *, num_classes: int, pretrained_backb
     if pretrained_backbone is not None and not imagenet:
         load_backbone_file(model, name, pretrained_backbone)
     if freeze_bn:
-        from labelreg.models.backbones.common import freeze_batchnorm
-
         freeze_batchnorm(model.backbone)
     return TorchvisionSegmenter(model)
+
+
+class TorchvisionReference(nn.Module):
+    """A torchvision segmentation model (``{"out": …}``) in labelreg's output convention, as the benchmark runs it.
+
+    ``forward`` is torchvision's ``_SimpleSegmentationModel.forward`` without the auxiliary
+    classifier, also returning the backbone's output as ``features["out"]`` so that the
+    regularizer (``DecoderRegularized``) can read it.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> dict:
+        features = self.model.backbone(x)["out"]
+        logits = F.interpolate(self.model.classifier(features), size=x.shape[-2:], mode="bilinear",
+                               align_corners=False)
+        return {"seg": logits, "features": {"out": features}}
+
+
+def build_torchvision_reference(name: str, num_classes: int) -> TorchvisionReference:
+    """``torchvision.models.segmentation.<name>`` (any builder there, ``weights=None, weights_backbone=None,
+    aux_loss=False``: never downloaded) as a ``TorchvisionReference``."""
+    builder = getattr(segmentation, name, None)
+    if builder is None or name.startswith("_") or not callable(builder):
+        raise ValueError(f"unknown torchvision segmentation model {name!r} (e.g. tv:deeplabv3_resnet101)")
+    return TorchvisionReference(builder(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False))
