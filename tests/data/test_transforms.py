@@ -131,12 +131,47 @@ def test_seeded_generator_reproducible():
 
 
 def test_fallback_crop_is_central_and_deterministic():
-    # Aspect ratio 10..20 never fits a 37×53 image, so every sample gets the central
-    # 53×5.3 box whatever the seed.
+    # Aspect ratio 10..20 never fits a 37×53 image, so every sample falls back to the largest box with
+    # the ratio clamped to 10: full width 53, height 53/10 = 5.3, centred: y0 = (37 − 5.3)/2 = 15.85.
+    # Ratio 1/20..1/10 the other way: full height 37, width 37/10 = 3.7, x0 = (53 − 3.7)/2 = 24.65.
     batch = _random_batch()
+    for seed in (0, 1):
+        for aspect, box in (((10, 20), [0.0, 15.85, 53.0, 5.3]), ((1 / 20, 1 / 10), [24.65, 0.0, 3.7, 37.0])):
+            aug = JointAugment((8, 16), crop_area=(0.9, 1.0), crop_aspect=aspect, hflip=False, generator=_gen(seed))
+            boxes = aug._sample_boxes(4, 37, 53)
+            assert torch.allclose(boxes, torch.tensor([box] * 4, dtype=torch.float64))
+    # Through forward, with label = 64·row + column: output pixel (i, j) samples the source at
+    # y = 15.85 + (i + 0.5)·5.3/8 − 0.5 and x = (j + 0.5)·53/16 − 0.5, the nearest source pixel being
+    # rows 16 16 17 18 18 19 20 20 (15.68 → 16, …, 20.32 → 20) and columns 1 4 8 11 … 51.
+    rows = torch.tensor([16, 16, 17, 18, 18, 19, 20, 20])
+    cols = torch.tensor([1, 4, 8, 11, 14, 18, 21, 24, 28, 31, 34, 38, 41, 44, 48, 51])
+    ys, xs = torch.meshgrid(torch.arange(37), torch.arange(53), indexing="ij")
+    batch["label"] = (64 * ys + xs).expand(4, 37, 53).clone()
     outs = [JointAugment((8, 16), crop_area=(0.9, 1.0), crop_aspect=(10, 20), hflip=False, generator=_gen(s))(batch)
             for s in (0, 1)]
     assert torch.equal(outs[0]["image"], outs[1]["image"])
+    assert torch.equal(outs[0]["label"], (64 * rows[:, None] + cols[None, :]).expand(4, 8, 16))
+
+
+def test_label_resizing_is_nearest():
+    # 4×4 labels 0..15 halved: nearest-exact takes source pixel ⌊(i + 0.5)·2⌋ = 1, 3 in each direction,
+    # i.e. labels 5 7 / 13 15; any averaging (bilinear, antialias) would produce 2.5 → 2 or 3 etc.
+    label = torch.arange(16).view(4, 4)
+    halved = torch.tensor([[5, 7], [13, 15]])
+    # 2×3 labels doubled: every source pixel becomes a 2×2 block.
+    small = torch.tensor([[0, 1, 2], [3, 4, 5]])
+    doubled = torch.tensor([[0, 0, 1, 1, 2, 2], [0, 0, 1, 1, 2, 2], [3, 3, 4, 4, 5, 5], [3, 3, 4, 4, 5, 5]])
+    for source, size, expected in ((label, (2, 2), halved), (small, (4, 6), doubled)):
+        h, w = source.shape
+        sample = {"image": torch.zeros(3, h, w, dtype=torch.uint8), "label": source, "depth": 1.0 + source.float()}
+        out = Resize(size)(sample)
+        assert torch.equal(out["label"], expected) and torch.equal(out["depth"], 1.0 + expected.float())
+        batch = {key: value[None] for key, value in sample.items()}
+        out = JointAugment(size, train=False)(batch)  # eval: resize + normalise
+        assert torch.equal(out["label"][0], expected) and torch.equal(out["depth"][0], 1.0 + expected.float())
+    # FitPad scales a 2×3 label by min(4/2, 6/3) = 2 with the same nearest rule (no padding needed).
+    out = FitPad((4, 6))({"image": torch.zeros(3, 2, 3, dtype=torch.uint8), "label": small})
+    assert torch.equal(out["label"], doubled)
 
 
 def test_eval_only_normalises_and_is_deterministic():

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from labelreg.data.nyu import (NYU40_CLASSES, NYUv2DepthOnly, NYUv2Labeled,
                                load_class_mapping, load_splits)
 
-META = Path(__file__).resolve().parents[2] / "shared" / "data" / "nyuv2-meta"
+META = Path(__file__).resolve().parents[3] / "shared" / "data" / "nyuv2-meta"
 needs_meta = pytest.mark.skipif(not (META / "splits.mat").is_file()
                                 or not (META / "classMapping40.mat").is_file(),
                                 reason=f"real NYUv2 meta files not found in {META}")
@@ -109,7 +109,7 @@ def test_splits_indices_and_transform(nyu_dir: Path) -> None:
     assert len(sub) == 1 and sub[0]["name"] == "nyu_0001" and sub[0]["index"] == 0
     flip = NYUv2Labeled(mat, "all", transform=lambda s: {**s, "name": s["name"] + "!"})
     assert flip[0]["name"] == "nyu_0001!"
-    with pytest.raises(IndexError):
+    with pytest.raises(IndexError, match="index 2 out of range for 2 samples"):
         train[2]
 
 
@@ -307,6 +307,13 @@ def test_depth_only_png_list(tmp_path: Path) -> None:
     assert NYUv2DepthOnly(lst, depth_scale=5000.0)[0]["depth"][1, 1] == pytest.approx(1234 / 5000)
 
 
+def expect_errors(dataset, errors: list[tuple[type[Exception], str]], start: int = 0) -> None:
+    """``dataset[start + k]`` raises ``errors[k]`` = (exception type, message pattern)."""
+    for index, (error, pattern) in enumerate(errors, start):
+        with pytest.raises(error, match=pattern):
+            dataset[index]
+
+
 def test_depth_only_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="absent_dir"):
         NYUv2DepthOnly(tmp_path / "absent_dir")
@@ -325,14 +332,10 @@ def test_depth_only_errors(tmp_path: Path) -> None:
         f["rgb"] = rgb
     ds = NYUv2DepthOnly(h5dir)
     ds[0]
-    with pytest.raises(ValueError, match=r"1_mm\.h5 \(index 1\): depth must be float"):
-        ds[1]
-    with pytest.raises(ValueError, match=r"2_size\.h5 \(index 2\): depth must be"):
-        ds[2]
-    with pytest.raises(ValueError, match=r"3_hwc\.h5 \(index 3\): rgb must be 3×H×W"):
-        ds[3]
-    with pytest.raises(ValueError, match=r"4_nokey\.h5 \(index 4\): dataset 'depth' missing"):
-        ds[4]
+    expect_errors(ds, [(ValueError, r"1_mm\.h5 \(index 1\): depth must be float"),
+                       (ValueError, r"2_size\.h5 \(index 2\): depth must be"),
+                       (ValueError, r"3_hwc\.h5 \(index 3\): rgb must be 3×H×W"),
+                       (ValueError, r"4_nokey\.h5 \(index 4\): dataset 'depth' missing")], start=1)
     (h5dir / "0_ok.h5").unlink()
     with pytest.raises(FileNotFoundError, match=r"0_ok\.h5"):
         ds[0]
@@ -342,13 +345,9 @@ def test_depth_only_errors(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((H, W), np.uint8)).save(tmp_path / "depth8.png")
     lst = tmp_path / "pairs.txt"
     lst.write_text("rgb.png missing_depth.png\nrgb.png wide16.png\nrgb.png depth8.png\n")
-    ds = NYUv2DepthOnly(lst)
-    with pytest.raises(FileNotFoundError, match=r"missing_depth\.png"):
-        ds[0]
-    with pytest.raises(ValueError, match=r"index 1: size mismatch, .*rgb\.png.*wide16\.png"):
-        ds[1]
-    with pytest.raises(ValueError, match=r"depth8\.png \(index 2\): depth PNG must be 16-bit"):
-        ds[2]
+    expect_errors(NYUv2DepthOnly(lst), [(FileNotFoundError, r"missing_depth\.png"),
+                                        (ValueError, r"index 1: size mismatch, .*rgb\.png.*wide16\.png"),
+                                        (ValueError, r"depth8\.png \(index 2\): depth PNG must be 16-bit")])
     bad = tmp_path / "bad.txt"
     bad.write_text("a.png b.png c.png\n")
     with pytest.raises(ValueError, match=r"bad\.txt:1: expected"):
