@@ -1,4 +1,4 @@
-"""Weakly supervised segmentation from image tags (thesis chapter 4, SPEC §10).
+"""Weakly supervised segmentation from image tags (thesis chapter 4).
 
 Pipeline (``labelreg weak <step>``, see ``cli.py`` and ``docs/weak.md``):
 
@@ -14,6 +14,6 @@ Pipeline (``labelreg weak <step>``, see ``cli.py`` and ``docs/weak.md``):
    mIoU on the validation split — ``train.py``.
 
 ``pipeline.py`` chains the steps through files in the run directory; ``demo.py`` runs the
-CPU-sized demo config. Nothing is imported here, so ``labelreg.weak.cli`` (which ``labelreg``
-imports to register the subcommand) stays as cheap to import as the rest of the CLI.
+CPU-sized demo config; ``cli.py`` adds ``labelreg weak`` to the command line. Nothing is imported
+here: import the module you need.
 """

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import argparse
 
+from labelreg.config import load_config
+from labelreg.weak import pipeline
+
 STEPS = {
     "pretrain": "train the backbone as a multi-label tag classifier (image tags only) into <run>/pretrain/backbone.pt; "
                 "needs weak.pretrain_epochs > 0",
@@ -37,9 +40,6 @@ def parse_classes(text: str) -> list[int]:
 
 
 def cmd_weak(args: argparse.Namespace) -> None:
-    from labelreg.config import load_config
-    from labelreg.weak import pipeline
-
     cfg = load_config(args.config, args.overrides)  # every step checks it before writing anything
     progress = not args.no_progress
     log = pipeline.make_log(cfg)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 import labelreg
 from labelreg.config import Config, load_config
-from labelreg.engine import resolve_device
+from labelreg.runtime import resolve_device
 from labelreg.viz import to_uint8_image
 from labelreg.weak.figure import points_figure, predictions_figure
 from labelreg.weak.localization import load_localizers, sampling_scores

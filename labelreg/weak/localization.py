@@ -31,8 +31,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from labelreg.config import ConfigError
-from labelreg.engine import load_checkpoint, save_checkpoint
+from labelreg.config import ConfigError, OptimConfig
+from labelreg.engine import build_optimizer, build_scheduler, optimizer_step
+from labelreg.storage import load_checkpoint, save_checkpoint
 from labelreg.weak.train import PointHead
 
 LOSSES = ("global_softmax", "pixel_softmax")
@@ -106,7 +107,8 @@ def train_localizer(features: Callable[[Sequence[int]], torch.Tensor], tags: np.
                     hidden: int, loss: str, epochs: int, lr: float, milestones: Sequence[int] = (), gamma: float = 0.1,
                     batch_size: int = 1, seed: int = 0, device: torch.device | None = None,
                     progress: bool = False) -> tuple[LocalizationNet, dict]:
-    """Train class c's net with Adam (β1 = 0.9: the thesis' "momentum 0.9"), lr × gamma after each milestone epoch.
+    """Train class c's net with Adam (β1 = 0.9: the thesis' "momentum 0.9"), lr × gamma after each milestone epoch
+    (the engine's optimizer and step schedule).
 
     ``features(indices)`` returns B×D×h×w standardised features; ``tags`` is the N×C
     tag matrix. Returns the net (on CPU, eval mode) and a record of its training.
@@ -119,12 +121,15 @@ def train_localizer(features: Callable[[Sequence[int]], torch.Tensor], tags: np.
         raise ValueError(f"class {c}: no training image is tagged with it, so it cannot be localized")
     examples = np.concatenate([positives, negatives])
     net = LocalizationNet(in_channels, hidden=hidden).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.9, 0.999))
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
-    history = []
     steps = -(-len(examples) // batch_size)
+    settings = OptimConfig(optimizer="adam", lr=lr, weight_decay=0.0, schedule="step", milestones=list(milestones),
+                           gamma=gamma)
+    optimizer = build_optimizer(settings, net)
+    schedule = build_scheduler(settings, optimizer, epochs * steps)
+    history = []
     bar = tqdm(total=epochs * steps, desc=f"localize class {c}", disable=not progress, leave=False)
     for epoch in range(epochs):
+        schedule.set_epoch(epoch)  # lr × gamma^(milestones reached by this epoch)
         order = generator.permutation(examples)
         total, correct = 0.0, 0
         for start in range(0, len(order), batch_size):
@@ -133,13 +138,11 @@ def train_localizer(features: Callable[[Sequence[int]], torch.Tensor], tags: np.
             present = torch.from_numpy(tags[batch, c]).to(device)
             scores = net(features(batch.tolist()).to(device))
             value = mil_loss(scores, present, loss)
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            optimizer.step()
+            optimizer_step(value, optimizer)
+            schedule.step()
             total += value.item() * len(batch)
             with torch.no_grad():
                 correct += int(((image_log_probs(scores, loss)[0] > np.log(0.5)) == present).sum())
-        schedule.step()
         history.append({"epoch": epoch + 1, "loss": total / len(order), "accuracy": correct / len(order)})
     bar.close()
     record = {"class": c, "positives": len(positives), "negatives": len(negatives), "loss": loss, "hidden": hidden,

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from labelreg.config import Config, ConfigError, save_config
-from labelreg.engine import resolve_device, seed_everything
+from labelreg.runtime import resolve_device, seed_everything
 from labelreg.weak.features import unit_norm
 from labelreg.weak.localization import (LocalizationNet, image_log_probs, load_localizers, sampling_scores,
                                         save_localizer, train_localizer, write_summary)

@@ -49,8 +49,9 @@ from tqdm import tqdm
 from labelreg.config import Config, ConfigError
 from labelreg.data.build import dataset_class_names, dataset_num_classes
 from labelreg.data.transforms import JointAugment, normalize
-from labelreg.engine import save_checkpoint
+from labelreg.engine import optimizer_step
 from labelreg.models.zoomout import grid_size, resize_to_grid
+from labelreg.storage import save_checkpoint
 from labelreg.weak.features import ZoomOutExtractor, extractor_from_config
 from labelreg.weak.store import pretrain_signature, pretrained_backbone_path, split_dataset
 from labelreg.weak.tags import tag_matrix, tags_from_label
@@ -183,6 +184,8 @@ def pretrain_backbone(cfg: Config, *, device: torch.device, log: Callable[[str],
                            generator=generator)
     # Near-equal batches of at most pretrain_batch_size (never a lone image: BatchNorm needs two).
     batches = max(1, min(math.ceil(n / weak.pretrain_batch_size), n // 2))
+    # AdamW and a one-cycle schedule: neither is among the engine's optimizers and schedules (optim.optimizer,
+    # optim.schedule), so torch's own; the step itself is the engine's.
     optimizer = torch.optim.AdamW(model.parameters(), lr=weak.pretrain_lr, weight_decay=weak.pretrain_weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=weak.pretrain_lr,
                                                    total_steps=weak.pretrain_epochs * batches,
@@ -196,9 +199,7 @@ def pretrain_backbone(cfg: Config, *, device: torch.device, log: Callable[[str],
         for indices in torch.tensor_split(torch.randperm(n, generator=generator), batches):
             images = augment({"image": train["images"][indices].to(device)})["image"]
             loss = F.binary_cross_entropy_with_logits(model(images), train["tags"][indices].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimizer_step(loss, optimizer)
             schedule.step()
             total += loss.item() * len(indices)
         history.append({"epoch": epoch + 1, "loss": total / n})

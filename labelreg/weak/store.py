@@ -36,7 +36,8 @@ from tqdm import tqdm
 
 from labelreg.config import Config, ConfigError, to_dict
 from labelreg.data.build import build_dataset, dataset_class_names, dataset_num_classes
-from labelreg.engine import load_checkpoint, save_checkpoint
+from labelreg.models.zoomout import grid_size
+from labelreg.storage import load_checkpoint, save_checkpoint
 from labelreg.weak.features import (ChannelStats, ZoomOutExtractor, extractor_from_config, label_to_grid,
                                     prepare_image, standardize)
 from labelreg.weak.tags import tags_from_label
@@ -161,8 +162,6 @@ def _collate(samples: list[dict], *, size: Sequence[int], grid: Sequence[int], n
 
 
 def image_loader(cfg: Config, dataset: Dataset, indices: Sequence[int] | None = None) -> DataLoader:
-    from labelreg.models.zoomout import grid_size
-
     subset = dataset if indices is None else torch.utils.data.Subset(dataset, list(indices))
     size = tuple(cfg.weak.image_size)
     collate = partial(_collate, size=size, grid=grid_size(size, cfg.weak.grid_stride),
@@ -204,8 +203,6 @@ def extract_features(cfg: Config, *, device: torch.device, log: Callable[[str], 
 
 def _write_role(cfg: Config, role: str, extractor: ZoomOutExtractor, device: torch.device, folder: Path,
                 stats: dict[str, ChannelStats] | None, progress: bool) -> dict[str, Any]:
-    from labelreg.models.zoomout import grid_size
-
     dataset = split_dataset(cfg, role)
     n, grid = len(dataset), grid_size(tuple(cfg.weak.image_size), cfg.weak.grid_stride)
     if n == 0:

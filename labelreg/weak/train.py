@@ -24,10 +24,11 @@ from torch import nn
 from tqdm import tqdm
 
 from labelreg import losses
-from labelreg.config import ConfigError
-from labelreg.palette import IGNORE_INDEX
-from labelreg.engine import load_checkpoint, save_checkpoint
+from labelreg.config import ConfigError, OptimConfig
+from labelreg.engine import build_optimizer, optimizer_step
 from labelreg.metrics import SegMetrics
+from labelreg.palette import IGNORE_INDEX
+from labelreg.storage import load_checkpoint, save_checkpoint
 from labelreg.weak.store import FeatureStore
 
 
@@ -84,14 +85,6 @@ def load_head(path: Path) -> PointHead:
     return head.eval()
 
 
-def points_to_target(points: np.ndarray, grid: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """P×3 (y, x, class) → (h×w int64 target, 255 off the points; h×w bool mask of the points)."""
-    target = torch.full(tuple(grid), IGNORE_INDEX, dtype=torch.int64)
-    pts = torch.as_tensor(np.asarray(points, dtype=np.int64)).view(-1, 3)
-    target[pts[:, 0], pts[:, 1]] = pts[:, 2]
-    return target, target != IGNORE_INDEX
-
-
 def gather_points(store: FeatureStore, points: Sequence[np.ndarray], *, batch_images: int = 8,
                   progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Segmentation-input features at every sampled point of every image: (N×(D+G) float32, N int64 classes)."""
@@ -108,13 +101,12 @@ def gather_points(store: FeatureStore, points: Sequence[np.ndarray], *, batch_im
     return torch.cat(features), torch.cat(classes)
 
 
-def make_optimizer(name: str, parameters, lr: float) -> torch.optim.Optimizer:
-    """Adam (the thesis' update rule; its "momentum 0.9" read as β1) or SGD with momentum 0.9."""
-    if name == "adam":
-        return torch.optim.Adam(parameters, lr=lr, betas=(0.9, 0.999))
-    if name == "sgd":
-        return torch.optim.SGD(parameters, lr=lr, momentum=0.9)
-    raise ConfigError(f"weak.seg_optimizer={name!r}; choose 'adam' or 'sgd'")
+def make_optimizer(name: str, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """The engine's optimizer over ``model``'s parameters: Adam (the thesis' update rule, §4.4.1; its
+    "momentum 0.9" read as β1, Adam's default betas (0.9, 0.999)) or SGD with momentum 0.9; no weight decay."""
+    if name not in ("adam", "sgd"):
+        raise ConfigError(f"weak.seg_optimizer={name!r}; choose 'adam' or 'sgd'")
+    return build_optimizer(OptimConfig(optimizer=name, lr=lr, momentum=0.9, weight_decay=0.0), model)
 
 
 def fit_points(head: PointHead, features: torch.Tensor, classes: torch.Tensor, *, epochs: int, batch_size: int,
@@ -125,7 +117,7 @@ def fit_points(head: PointHead, features: torch.Tensor, classes: torch.Tensor, *
         raise ValueError("no sampled points to train on")
     device = device or torch.device("cpu")
     head.to(device).train()
-    opt = make_optimizer(optimizer, head.parameters(), lr)
+    opt = make_optimizer(optimizer, head, lr)
     generator = torch.Generator().manual_seed(seed)
     bar = tqdm(total=epochs * -(-len(classes) // batch_size), desc="train on points", disable=not progress, leave=False)
     return _shuffled_epochs(opt, len(classes), batch_size=batch_size, epochs=epochs, generator=generator, bar=bar,
@@ -138,7 +130,7 @@ def fit_dense(head: PointHead, store: FeatureStore, *, epochs: int, batch_size: 
     """The fully supervised counterpart: the same head on every non-void grid location of the training labels."""
     device = device or torch.device("cpu")
     head.to(device).train()
-    opt = make_optimizer(optimizer, head.parameters(), lr)
+    opt = make_optimizer(optimizer, head, lr)
     generator = torch.Generator().manual_seed(seed)
     labels = torch.from_numpy(store.labels.astype(np.int64))
     bar = tqdm(total=epochs * -(-len(store) // batch_size), desc="train on dense labels", disable=not progress,
@@ -160,9 +152,7 @@ def _shuffled_epochs(opt: torch.optim.Optimizer, count: int, *, batch_size: int,
             bar.update()
             batch = order[start:start + batch_size]
             loss = loss_of(batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(loss, opt)
             total += loss.item() * len(batch)
         history.append({"epoch": epoch + 1, "loss": total / count})
     bar.close()

@@ -12,7 +12,7 @@ from labelreg.weak.features import (ChannelStats, ZoomOutExtractor, build_extrac
 from labelreg.weak.store import FeatureStore, extract_features, split_dataset
 from labelreg.weak.tags import tags_from_label
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo" / "weak-tiny_synth-voc.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo" / "weak-tiny_synth-voc.yaml"
 TINY = {"growth_rate": 12, "block_config": [2, 2, 2, 2], "stem_channels": [16, 16, 24]}
 
 

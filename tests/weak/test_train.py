@@ -6,9 +6,18 @@ import torch
 from labelreg.weak.tags import tag_matrix, tags_from_label
 from labelreg.weak.localization import LocalizationNet
 from labelreg.weak.train import (PointHead, evaluate, fit_points, load_head, masked_cross_entropy, point_accuracy,
-                                 points_to_target, save_head)
+                                 save_head)
 
 POINTS = np.array([[0, 1, 3], [2, 2, 0], [3, 0, 5]])  # (y, x, class) on a 4×5 grid
+
+
+def points_to_target(points, grid):
+    """P×3 (y, x, class) → (h×w int64 target, 255 off the points; h×w bool mask of the points): the map
+    form of sampled points that §4.3.3's masked loss reads (training itself uses the pooled points)."""
+    target = torch.full(tuple(grid), 255, dtype=torch.int64)
+    pts = torch.as_tensor(np.asarray(points, dtype=np.int64)).view(-1, 3)
+    target[pts[:, 0], pts[:, 1]] = pts[:, 2]
+    return target, target != 255
 
 
 def loss_and_grad(head, features, target, mask):

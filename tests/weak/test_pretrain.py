@@ -16,7 +16,7 @@ from labelreg.weak.pipeline import check_config, make_log, step_features, step_p
 from labelreg.weak.pretrain import TagClassifier, average_precision
 from labelreg.weak.store import FeatureStore, file_digest, pretrained_backbone_path, signature
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo" / "weak-tiny_synth-voc.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo" / "weak-tiny_synth-voc.yaml"
 TINY = {"growth_rate": 12, "block_config": [2, 2, 2, 2], "stem_channels": [16, 16, 24]}
 
 
