@@ -1,4 +1,5 @@
 """Depth training end to end on tiny synthetic data: CLI, loss variants, balancing, phases, outputs."""
+import copy
 import json
 from pathlib import Path
 
@@ -71,6 +72,12 @@ def test_two_part_training_with_mixed_phases_and_evaluation(tiny_synthetic, tmp_
     assert model.num_classes == 40 and model.part1.backbone.features.conv0.in_channels == 3
     for key, value in model.state_dict().items():
         assert torch.equal(value, last["model"][key]), key
+    # evaluation neither reads model.pretrained_backbone (nothing is downloaded) nor edits the loaded config
+    cfg = config_from_dict(last["config"], ["model.pretrained_backbone=imagenet"])
+    before = copy.deepcopy(cfg)
+    metrics = DEPTH_TASK.evaluate_checkpoint(cfg, last, cfg.data.val_split)
+    assert metrics["pixel_rmse"] == pytest.approx(history[-1]["val/pixel_rmse"], rel=1e-5) and cfg == before
+    capsys.readouterr()
     terms = ["depth", "seg", "part1_depth", "part1_seg"]
     assert all(f"train/{term}" in history[0] and f"weight/{term}" in history[0] for term in terms)
     assert all(history[0][f"weight/{term}"] == 1.0 for term in terms)  # nothing to balance with yet

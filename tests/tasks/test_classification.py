@@ -1,4 +1,5 @@
 """Phase zero: SUNet classification pretraining on a tiny ImageFolder (labelreg.tasks.classification)."""
+import copy
 import json
 import shlex
 import shutil
@@ -91,6 +92,10 @@ def test_evaluate_checkpoint_reproduces_stored_metrics(trained):
     metrics = evaluate_checkpoint(stored, checkpoint, "val")
     for name in ("top1", "top3", "loss"):
         assert metrics[name] == pytest.approx(checkpoint["metrics"][f"val/{name}"], abs=1e-5)
+    # the segmentation default best_metric is read as top1 on a copy: the loaded config stays as it was
+    default = config_from_dict(checkpoint["config"], ["train.best_metric=miou"])
+    before = copy.deepcopy(default)
+    assert evaluate_checkpoint(default, checkpoint, "val") == metrics and default == before
 
 
 def test_model_from_checkpoint_is_the_table_entry(trained):
