@@ -19,7 +19,10 @@ import json
 import sys
 from pathlib import Path
 
-from labelreg.recipes import LABELREG, finished, run
+from labelreg.config import load_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # recipes.py beside this script, however it is loaded
+from recipes import LABELREG, finished, run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -84,8 +87,6 @@ def main(argv: list[str] | None = None) -> int:
         name = Path(config).stem
         overrides = [f"output_dir={out}", f"name={name}", *data]
         if args.demo:
-            from labelreg.config import load_config
-
             model = load_config(CONFIGS / config).model.name
             overrides += [DEMO_MODELS[model]] if model in DEMO_MODELS else []
         if not finished(out / name, 2 if args.demo else None):

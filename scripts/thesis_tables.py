@@ -19,7 +19,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labelreg.recipes import LABELREG, best_entry, finished, run
+from labelreg.config import load_config, to_dict
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # recipes.py beside this script, however it is loaded
+from recipes import LABELREG, best_entry, finished, run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -180,8 +183,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _config(path: Path) -> dict:
-    from labelreg.config import load_config, to_dict
-
     return to_dict(load_config(path))
 
 

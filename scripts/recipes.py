@@ -1,4 +1,5 @@
-"""Helpers for experiment recipes (``scripts/``): run labelreg commands, skip finished runs, read results."""
+"""Helpers shared by the experiment recipes in ``scripts/`` (``thesis_tables.py``, ``nyu_tables.py``): run labelreg
+commands, skip finished runs, read results. Not part of the ``labelreg`` package: only these scripts use it."""
 from __future__ import annotations
 
 import json
@@ -6,6 +7,8 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 LABELREG = [sys.executable, "-m", "labelreg.cli"]
 
@@ -24,8 +27,6 @@ def finished(run_dir: Path, epochs: int | None = None) -> bool:
         return False
     last = json.loads(path.read_text()).get("last")
     if epochs is None:
-        import yaml
-
         config = Path(run_dir) / "config.yaml"
         epochs = yaml.safe_load(config.read_text())["train"]["epochs"] if config.is_file() else None
     return last is not None and last["epoch"] == epochs
