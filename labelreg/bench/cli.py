@@ -153,7 +153,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark: error: {error}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
