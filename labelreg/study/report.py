@@ -11,6 +11,11 @@ import json
 import math
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
+
 from labelreg.study.protocol import Protocol, arm_has_aux_output
 from labelreg.study.stats import mean_interval, paired_comparison
 
@@ -105,11 +110,6 @@ def markdown(protocol: Protocol, arms: dict, autoencoder: dict | None, wall_seco
 def plot(protocol: Protocol, arms: dict, path: Path, results: list[dict]) -> None:
     """Left: per-arm mIoU (dots: seeds; bar: mean with its 95% interval). Right: per-seed differences
     to the baseline with their mean and 95% interval."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     names = list(arms)
 

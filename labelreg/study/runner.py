@@ -16,7 +16,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from labelreg.data.synthetic import dataset_exists, write_synthetic_dataset
 from labelreg.study.protocol import Protocol, arm_uses_phase_one, load_protocol
+from labelreg.study.report import write_outputs
 
 DONE = "study_run.json"
 AUTOENCODER = "autoencoder"
@@ -117,8 +119,6 @@ def outcome(spec: dict, handle) -> dict:
 
 
 def prepare_data(protocol: Protocol) -> None:
-    from labelreg.data.synthetic import dataset_exists, write_synthetic_dataset
-
     data = protocol.data
     if not dataset_exists(data["root"]):
         write_synthetic_dataset(data["root"], labeled=int(data["labeled"]), depth_only=int(data.get("depth_only", 0)),
@@ -129,8 +129,6 @@ def run_study(protocol: Protocol | str | Path, *, out: str | Path | None = None,
               launcher: str = "local", submitit_cluster: str | None = None,
               submitit_parameters: dict | None = None) -> dict:
     """Train what is missing and write report.md, results.json and study.png under ``out``."""
-    from labelreg.study.report import write_outputs
-
     if not isinstance(protocol, Protocol):
         protocol = load_protocol(protocol)
     out = Path(out) if out else Path("runs") / "study" / protocol.name

@@ -1,7 +1,7 @@
 """Seeds are paired across a study's arms (labelreg.study.protocol; thesis Tables 5.1/5.2 compare arms).
 
-``train_seg.train`` runs for real up to ``fit``, which is replaced by a probe recording the initial
-segmenter weights, the training subset and order, and the first augmented batches of epoch 0
+``labelreg.tasks.segmentation.train`` runs for real up to ``fit``, which is replaced by a probe recording
+the initial segmenter weights, the training subset and order, and the first augmented batches of epoch 0
 (reseeded as the engine reseeds them).
 """
 from pathlib import Path
@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from labelreg import train_seg
+from labelreg.tasks import segmentation
 from labelreg.config import load_config
-from labelreg.engine import epoch_seed
+from labelreg.runtime import epoch_seed
 from labelreg.models.autoencoder import LabelAutoencoder
 from labelreg.study.protocol import load_protocol
 from labelreg.study.runner import run_spec
 
-PROTOCOL = Path(__file__).resolve().parents[1] / "configs" / "study" / "tiny.yml"
+PROTOCOL = Path(__file__).resolve().parents[2] / "configs" / "study" / "tiny.yml"
 ARMS = {
     "baseline": [],
     "decoder": ["regularizer.kind=decoder", "regularizer.loss=ce", "regularizer.weight=0.5"],
@@ -50,13 +50,13 @@ def probe(cfg):
             seen["labels"].append(augmented["label"])
         raise Captured
 
-    original = train_seg.fit
-    train_seg.fit = fake_fit
+    original = segmentation.fit
+    segmentation.fit = fake_fit
     try:
         with pytest.raises(Captured):
-            train_seg.train(cfg)
+            segmentation.train(cfg)
     finally:
-        train_seg.fit = original
+        segmentation.fit = original
     return seen
 
 
