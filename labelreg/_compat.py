@@ -17,6 +17,8 @@ does nothing.
 from __future__ import annotations
 
 import importlib.util
+import glob
+import os
 import sys
 
 import torch
@@ -29,9 +31,6 @@ def _extension_loads() -> bool:
     spec = importlib.util.find_spec("torchvision")
     if spec is None or not spec.submodule_search_locations:
         return True  # torchvision absent: nothing to guard, let the import fail normally
-    import glob
-    import os
-
     for folder in spec.submodule_search_locations:
         for path in glob.glob(os.path.join(folder, "_C*.so")) + glob.glob(os.path.join(folder, "_C*.pyd")):
             try:

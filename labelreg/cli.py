@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 
 from depth.task import DEPTH_TASK, metrics_protocol
+from labelreg.bench.cli import register as register_bench
+from labelreg.cli_args import parse_size
+from labelreg.data.synthetic import write_synthetic_dataset
 from labelreg.config import ConfigError, config_from_dict, load_config, to_dict
-from labelreg.retrieval import query_checkpoints
 from labelreg.engine import claim_run_directory, run_directory
 from labelreg.models.regularizer import plain_segmenter_state
 from labelreg.storage import load_checkpoint, save_checkpoint, write_json
@@ -20,21 +22,13 @@ from labelreg.tasks import TASKS, TaskEntry, task_entry
 from labelreg.tasks.evaluate import format_metrics
 from labelreg.tasks.resolved import resolved_for_checkpoint
 from labelreg.demo import STAGES, run_demo
+from labelreg.retrieval import query_checkpoints
 from labelreg.runtime import cleanup
 from labelreg.study import run_study
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like HxW (e.g. 128x160), got {text!r}") from None
-    return height, width
+from labelreg.weak.cli import register as register_weak
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
-    from labelreg.data.synthetic import write_synthetic_dataset
-
     started = time.perf_counter()
     paths = write_synthetic_dataset(args.out, labeled=args.labeled, depth_only=args.depth_only, size=args.size,
                                     seed=args.seed, progress=True)
@@ -223,9 +217,6 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--figure", default=None, help="PNG output (default: next to the JSON)")
     query.add_argument("overrides", nargs="*", help="data.key=value overrides, e.g. data.sbd_root=/data/sbd")
     query.set_defaults(run=cmd_query)
-
-    from labelreg.bench import register as register_bench
-    from labelreg.weak.cli import register as register_weak
 
     register_weak(commands)
     register_bench(commands)

@@ -6,8 +6,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import matplotlib
+from matplotlib.figure import Figure  # pyplot-free: files only, no backend or window state
 from PIL import Image, ImageDraw
 
+from labelreg.data.transforms import denormalize
 from labelreg.palette import colorize
 
 
@@ -64,12 +67,8 @@ def save_png(array: np.ndarray, path: str | Path) -> Path:
 
 def plot_curves(history: list[dict[str, float]], keys: Sequence[str], path: str | Path, title: str = "") -> Path:
     """Line plot of ``keys`` from an engine history (one entry per epoch) to a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+    figure = Figure(figsize=(4 * len(keys), 3))
+    axes = figure.subplots(1, len(keys), squeeze=False)
     for axis, key in zip(axes[0], keys):
         points = [(entry["epoch"], entry[key]) for entry in history if key in entry]
         if points:
@@ -83,7 +82,6 @@ def plot_curves(history: list[dict[str, float]], keys: Sequence[str], path: str 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return path
 
 
@@ -91,8 +89,6 @@ def segmentation_figure(images: torch.Tensor, labels: torch.Tensor, predictions:
                         path: str | Path, rows: int = 6) -> Path:
     """PNG of rows [image, ground truth, each prediction]: ImageNet-normalised B×3×H×W images,
     B×H×W labels, and (title, B×H×W ids) predictions (e.g. primary and auxiliary outputs, Fig. 5.6)."""
-    from labelreg.data.transforms import denormalize
-
     count = min(rows, len(images))
     shown = denormalize(images[:count])
     grid = [[to_uint8_image(shown[i]), label_image(labels[i]), *(label_image(p[i]) for _, p in predictions)]
@@ -114,11 +110,6 @@ def depth_figure(images: torch.Tensor, depths: torch.Tensor, predictions: Sequen
     ``size`` (width, height in px), ``columns`` (titles, left to right), ``colorbars`` (their labels),
     ``depth_range`` and ``error_range`` (metres).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     count = min(rows, len(images))
     truth = depths[:count].detach().float().cpu().numpy()
     valid = np.isfinite(truth) & (truth > min_depth)
@@ -137,7 +128,7 @@ def depth_figure(images: torch.Tensor, depths: torch.Tensor, predictions: Sequen
     columns = len(titles)
     fig_w = 2 * margin + columns * panel_w + (columns - 1) * gap
     fig_h = title_h + count * panel_h + (count - 1) * gap + bar_h
-    figure = plt.figure(figsize=(fig_w, fig_h))
+    figure = Figure(figsize=(fig_w, fig_h))
     grid = figure.add_gridspec(count + 1, columns, left=margin / fig_w, right=1 - margin / fig_w,
                                top=1 - title_h / fig_h, bottom=0.45 / fig_h, wspace=gap / panel_w,
                                hspace=gap / panel_h, height_ratios=[panel_h] * count + [0.1])
@@ -172,6 +163,5 @@ def depth_figure(images: torch.Tensor, depths: torch.Tensor, predictions: Sequen
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     size = tuple(int(v) for v in figure.get_size_inches() * 100)
-    plt.close(figure)
     return {"path": path, "size": size, "columns": titles, "colorbars": colorbars, "depth_range": (0.0, top),
             "error_range": (0.0, error_top)}

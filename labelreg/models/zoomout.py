@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from labelreg.models.pspnet import PyramidPooling
+
 
 def resize_to_grid(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """B×C×h×w → B×C×grid: adaptive average pooling when shrinking, bilinear when growing (both linear)."""
@@ -261,8 +263,6 @@ class ZoomOutSegmenter(nn.Module):
                  scene: bool = False, pyramid_pooling: bool = False, hidden: int = 1000, dropout: float = 0.0,
                  normalize: bool = False) -> None:
         super().__init__()
-        from labelreg.models.pspnet import PyramidPooling
-
         self.backbone = backbone
         names = list(taps) if taps is not None else backbone.tap_names
         unknown = [name for name in names if name not in backbone.tap_channels]
