@@ -11,7 +11,7 @@ segmenter), and the engine reseeds the batch order and the augmentation from ``(
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
