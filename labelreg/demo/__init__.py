@@ -21,6 +21,5 @@ and the figures (``figures.py``) next to them.
 from labelreg.demo.run import run_demo
 from labelreg.demo.stages import DEMO_AE_CONFIG, STAGES, train_stage
 
-_train_stage = train_stage  # old private name, still imported by tests/test_runs.py (shim)
 
 __all__ = ["DEMO_AE_CONFIG", "STAGES", "run_demo", "train_stage"]

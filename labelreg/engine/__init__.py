@@ -14,14 +14,6 @@ from labelreg.engine.loop import (LoopSpec, NonFiniteLossError, autocast, fit, p
 from labelreg.engine.optim import (EpochAwareLR, build_optimizer, build_scheduler, lr_factor, optimizer_step,
                                    parameter_groups)
 
-# Moved to lower layers; re-exported here until every importer imports them from there.
-from labelreg.data.loader import (PAD_VALUES, Batch, ShardSampler, make_loader, pad_collate,  # noqa: F401
-                                  set_loader_epoch, to_device)
-from labelreg.runtime import epoch_seed, resolve_device, seed_everything, training_device  # noqa: F401
-from labelreg.storage import load_checkpoint, safe_load, save_checkpoint, write_json  # noqa: F401
-
-Task = LoopSpec  # deprecated: the old name, easily confused with ``cfg.task``; use ``LoopSpec``
-
 __all__ = [
     "EpochAwareLR", "LOCK_NAME", "LoopSpec", "NonFiniteLossError", "RESUME_CHANGEABLE", "RunDirectoryError",
     "RunLock", "TrainState", "autocast", "build_optimizer", "build_scheduler", "capture_rng_state",

@@ -4,7 +4,7 @@ Every path in a protocol file (``base``, ``autoencoder.config``) is relative to 
 ``data.root`` and the output folder are relative to the working directory.
 
 Pairing (the arms differ only in their overrides): every run of seed ``s`` gets ``train.seed=s``.
-``train_seg.train`` seeds everything with it, takes the first ``data.train_limit`` training images
+``labelreg.tasks.segmentation.train`` seeds everything with it, takes the first ``data.train_limit`` training images
 (the same subset), builds the segmenter before the regularizer's own modules (the same initial
 segmenter), and the engine reseeds the batch order and the augmentation from ``(seed, epoch)``
 (the same data order and augmentation stream); ``tests/test_study_pairing.py`` checks all three.

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch
 
-from labelreg import train_seg
+from labelreg.tasks import segmentation
 from labelreg.cli import main as labelreg_main
 from labelreg.runtime import cleanup
 
 
 def main(record_dir: str, config: str, overrides: list[str]) -> int:
     record = {"class_weights": None, "next_draws": []}
-    build_task = train_seg.segmentation_task
+    build_task = segmentation.segmentation_task
 
     def recording_task(cfg, model, class_names, class_weights=None, *args, **kwargs):
         task = build_task(cfg, model, class_names, class_weights, *args, **kwargs)
@@ -37,7 +37,7 @@ def main(record_dir: str, config: str, overrides: list[str]) -> int:
         task.augment = peeking_augment
         return task
 
-    train_seg.segmentation_task = recording_task  # train_seg.train looks it up when it runs
+    segmentation.segmentation_task = recording_task  # segmentation.train looks it up when it runs
     code = labelreg_main(["train-seg", "--config", config, *overrides])
     Path(record_dir).mkdir(parents=True, exist_ok=True)
     rank = os.environ.get("RANK", "0")  # main has left the process group by now

@@ -11,9 +11,12 @@ import h5py
 import pytest
 import torch
 
+from depth.task import depth_task
 from labelreg.cli import main
 from labelreg.config import Config, load_config
 from labelreg.data.build import build_dataset, dataset_num_classes
+from labelreg.tasks import autoencoder, classification, segmentation
+from labelreg.tasks.segmentation import asymmetric_weights
 from labelreg.losses import class_frequencies, inverse_frequency_weights
 from labelreg.runtime import epoch_seed
 from labelreg.storage import load_checkpoint
@@ -133,8 +136,6 @@ def frequency_config(tmp_path):
 
 
 def test_class_frequencies_are_written_once_atomically_and_read_back(tmp_path):
-    from labelreg.train_seg import asymmetric_weights
-
     labels = [torch.tensor([[0, 0, 1], [2, 255, 0]]), torch.tensor([[1, 1, 1], [0, 255, 255]]),
               torch.zeros(2, 3).long()]
     cfg = frequency_config(tmp_path)
@@ -149,8 +150,6 @@ def test_class_frequencies_are_written_once_atomically_and_read_back(tmp_path):
 
 @pytest.mark.parametrize("text", ['{"frequencies": [0.5, 0.2', '{"frequencies": [0.5, 0.5]}', '[1, 2, 3]', ''])
 def test_an_unreadable_class_frequencies_file_fails_naming_the_file(tmp_path, text):
-    from labelreg.train_seg import asymmetric_weights
-
     cfg = frequency_config(tmp_path)
     path = cfg.run_dir / "class_frequencies.json"
     path.parent.mkdir(parents=True)
@@ -162,14 +161,11 @@ def test_an_unreadable_class_frequencies_file_fails_naming_the_file(tmp_path, te
 def test_trainers_give_augmentation_per_rank_generators_and_keep_batch_samplers_shared():
     """The augmentation generator of every trainer is reseeded per rank; the depth trainer's mixed batch
     sampler, which every rank must run identically, is not."""
-    from depth.train import depth_task
-    from labelreg import train_ae, train_cls, train_seg
-
     cfg, model = Config(name="x", task="segmentation"), torch.nn.Identity()
     cfg.data.crop_size = [32, 32]
     mixed = SimpleNamespace(generator=torch.Generator())  # the phased sampler's mixed batches
-    tasks = {"seg": train_seg.segmentation_task(cfg, model, ["a", "b"]), "ae": train_ae.build_task(cfg, model, ["a"]),
-             "cls": train_cls.build_task(cfg, model, 2),
+    tasks = {"seg": segmentation.segmentation_task(cfg, model, ["a", "b"]), "ae": autoencoder.build_task(cfg, model, ["a"]),
+             "cls": classification.build_task(cfg, model, 2),
              "depth": depth_task(cfg, model, 2, ["a", "b"], SimpleNamespace(mixed=mixed))}
     for name, task in tasks.items():
         assert len(task.rank_generators) == 1 and task.rank_generators[0] is task.augment.generator, name

@@ -170,7 +170,7 @@ def test_metrics_json_is_strict_json(tmp_path, monkeypatch):
 
 def test_a_demo_stage_can_be_run_again(tmp_path):
     """The demo overwrites its own stages, so `labelreg demo` can be re-run (scripts pass --resume instead)."""
-    from labelreg.demo import DEMO_AE_CONFIG, _train_stage  # the application layer: imported only by this test
+    from labelreg.demo import DEMO_AE_CONFIG, train_stage  # the application layer: imported only by this test
 
     def trainer(cfg):
         task = make_task(Regressor())
@@ -179,6 +179,6 @@ def test_a_demo_stage_can_be_run_again(tmp_path):
             make_loader(Points(), batch_size=8, shuffle=False, num_workers=0), device=torch.device("cpu"))
 
     for epochs in (2, 1):
-        cfg, checkpoint, best, _ = _train_stage(DEMO_AE_CONFIG, "ae", tmp_path, tmp_path / "data",
+        cfg, checkpoint, best, _ = train_stage(DEMO_AE_CONFIG, "ae", tmp_path, tmp_path / "data",
                                                 [f"train.epochs={epochs}", "train.loss_weights={}"], trainer)
         assert best == {"miou": 0.5} and len(checkpoint["history"]) == epochs
