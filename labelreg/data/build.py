@@ -55,16 +55,21 @@ def build_dataset(cfg: DataConfig, split: str, *, limit: int | None = None) -> D
     return dataset
 
 
-def dataset_num_classes(dataset: Dataset) -> int:
+def unwrap_subsets(dataset: Dataset) -> tuple[Dataset, list[int] | None]:
+    """The reader under any ``Subset`` wrappers, and the reader positions the wrapped set shows (None: all)."""
+    positions = None
     while isinstance(dataset, Subset):
+        positions = [dataset.indices[i] for i in positions] if positions is not None else list(dataset.indices)
         dataset = dataset.dataset
-    return dataset.num_classes
+    return dataset, positions
+
+
+def dataset_num_classes(dataset: Dataset) -> int:
+    return unwrap_subsets(dataset)[0].num_classes
 
 
 def dataset_class_names(dataset: Dataset) -> list[str]:
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    return list(dataset.class_names)
+    return list(unwrap_subsets(dataset)[0].class_names)
 
 
 def build_augmentations(cfg: DataConfig) -> tuple[JointAugment, JointAugment]:

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from labelreg.config import ConfigError, config_from_dict
-from labelreg.data.build import build_dataset, dataset_class_names, dataset_num_classes
+from labelreg.data.build import build_dataset, dataset_class_names, dataset_num_classes, unwrap_subsets
 from labelreg.engine import run_directory
 from labelreg.retrieval.figure import query_figure
 from labelreg.retrieval.geometry import class_box, parse_box, pixel_box_to_cells
@@ -42,10 +42,7 @@ def find_sample(dataset: Dataset, image: str) -> tuple[int, dict]:
 
 def _dataset_ids(dataset: Dataset) -> list[str]:
     """Image ids without reading the images (VOC/NYU readers keep them in ``ids``)."""
-    positions = None
-    while isinstance(dataset, Subset):
-        positions = [dataset.indices[i] for i in positions] if positions is not None else list(dataset.indices)
-        dataset = dataset.dataset
+    dataset, positions = unwrap_subsets(dataset)
     ids = [str(name) for name in getattr(dataset, "ids", range(len(dataset)))]
     return [ids[i] for i in positions] if positions is not None else ids
 
