@@ -203,7 +203,7 @@ def evaluate_depth(model: nn.Module, loader, device: torch.device, *, cfg: Confi
     return flat
 
 
-def calibrate_feature_normalisation(cfg: Config, model: nn.Module, dataset, task: LoopSpec, device: torch.device) -> None:
+def calibrate_feature_normalisation(cfg: Config, model: nn.Module, dataset, spec: LoopSpec, device: torch.device) -> None:
     """Models with ``normalize`` (thesis §5.4.1): estimate the zoom-out feature statistics from
     ``model.calibration_batches`` batches of training images, at the training size, drawn in an
     order fixed by ``train.seed`` without touching any random state that training uses."""
@@ -214,7 +214,7 @@ def calibrate_feature_normalisation(cfg: Config, model: nn.Module, dataset, task
     step = cfg.data.batch_size
     images = []
     for start in range(0, min(len(order), cfg.model.calibration_batches * step), step):
-        batch = task.eval_augment(to_device(pad_collate([dataset[i] for i in order[start:start + step]]), device))
+        batch = spec.eval_augment(to_device(pad_collate([dataset[i] for i in order[start:start + step]]), device))
         image = batch["image"]
         if size is not None and tuple(image.shape[-2:]) != size:
             image = F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
@@ -264,7 +264,7 @@ def build_train_loader(cfg: Config, labeled, device: torch.device) -> tuple[Data
     return loader, sampler
 
 
-def depth_task(cfg: Config, model: nn.Module, num_classes: int, class_names: list[str],
+def loop_spec(cfg: Config, model: nn.Module, num_classes: int, class_names: list[str],
                sampler: PhasedBatchSampler | None = None, save_predictions: str | Path | None = None) -> LoopSpec:
     train_augment, eval_augment = build_augmentations(cfg.data)
     forward = make_forward(cfg, num_classes)
@@ -303,14 +303,14 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
     train_loader, sampler = build_train_loader(cfg, labeled, device)
     val_loader = make_loader(val_set, batch_size=cfg.data.eval_batch_size, shuffle=False,
                              num_workers=cfg.data.num_workers, device=device)
-    task = depth_task(cfg, model, num_classes, dataset_class_names(labeled), sampler)
+    spec = loop_spec(cfg, model, num_classes, dataset_class_names(labeled), sampler)
     if resume is None:  # a resumed model keeps the statistics of its checkpoint
-        calibrate_feature_normalisation(cfg, model, labeled, task, device)
+        calibrate_feature_normalisation(cfg, model, labeled, spec, device)
     frames = "" if sampler is None else (f" + {len(train_loader.dataset) - len(labeled)} depth-only frames "
                                          f"for {cfg.depth.mixed_epochs} epochs")
     print(f"[{cfg.name}] {cfg.model.name} ({', '.join(loss_terms(cfg))}) on {len(labeled)} labeled{frames}, "
           f"{len(val_set)} val, {sum(p.numel() for p in model.parameters()):,} parameters, device {device}")
-    return fit(cfg, task, train_loader, val_loader, device=device, resume=resume).as_dict()
+    return fit(cfg, spec, train_loader, val_loader, device=device, resume=resume).as_dict()
 
 
 def checkpoint_num_classes(cfg: Config, state: dict[str, torch.Tensor]) -> int | None:
@@ -360,9 +360,9 @@ def evaluate_checkpoint(cfg: Config, checkpoint: dict, split: str, *, save_predi
     model = model_from_checkpoint(checkpoint, cfg=cfg, num_classes=num_classes)
     loader = make_loader(dataset, batch_size=cfg.data.eval_batch_size, shuffle=False,
                          num_workers=cfg.data.num_workers, device=device)
-    task = depth_task(cfg, model.to(device), num_classes, dataset_class_names(dataset),
+    spec = loop_spec(cfg, model.to(device), num_classes, dataset_class_names(dataset),
                       save_predictions=save_predictions)
-    return task.evaluate(model, loader, device)
+    return spec.evaluate(model, loader, device)
 
 
 def metrics_protocol(cfg: Config) -> str:

@@ -18,7 +18,7 @@ from labelreg.palette import voc_palette
 from labelreg.storage import load_checkpoint, save_checkpoint
 from labelreg.tasks import model_from_checkpoint
 from labelreg.tasks.evaluate import evaluation_loader
-from labelreg.tasks.segmentation import segmentation_task
+from labelreg.tasks.segmentation import loop_spec
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -164,7 +164,7 @@ def assert_saved_predictions(checkpoint, folder):
     cfg = config_from_dict(checkpoint["config"])
     dataset, loader = evaluation_loader(cfg, cfg.data.val_split, torch.device("cpu"))
     model = model_from_checkpoint(checkpoint, num_classes=40).eval()
-    task = segmentation_task(cfg, model, [str(index) for index in range(40)])
+    task = loop_spec(cfg, model, [str(index) for index in range(40)])
     assert len(list(folder.glob("*.png"))) == len(dataset)
     for batch in loader:
         with torch.no_grad():

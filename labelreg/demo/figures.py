@@ -13,7 +13,7 @@ from labelreg.data.loader import make_loader, to_device
 from labelreg.data.transforms import denormalize
 from labelreg.runtime import resolve_device
 from labelreg.tasks import TASKS, model_from_checkpoint
-from labelreg.tasks.autoencoder import build_task, reconstruction_panels
+from labelreg.tasks.autoencoder import loop_spec, reconstruction_panels
 from labelreg.viz import depth_figure, image_grid, overlay, save_png, segmentation_figure, to_uint8_image
 
 FIGURE_ROWS = 6
@@ -32,9 +32,9 @@ def autoencoder_figure(cfg: Config, checkpoint: dict, path: Path) -> Path:
     batch, dataset = validation_batch(cfg)
     model = model_from_checkpoint(checkpoint, table=DEMO_TASKS, num_classes=dataset_num_classes(dataset))
     model = model.to(device).eval()
-    task = build_task(cfg, model, dataset_class_names(dataset))
+    spec = loop_spec(cfg, model, dataset_class_names(dataset))
     with torch.inference_mode():
-        panels = reconstruction_panels(model, task.eval_augment(to_device(batch, device)), FIGURE_ROWS)
+        panels = reconstruction_panels(model, spec.eval_augment(to_device(batch, device)), FIGURE_ROWS)
     rows = []
     for index, (labels, reconstruction) in enumerate(panels):
         image = to_uint8_image(batch["image"][index])

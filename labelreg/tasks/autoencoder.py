@@ -52,7 +52,7 @@ def reconstruction_panels(model: LabelAutoencoder, batch: Batch, count: int) -> 
     return [[label_image(batch["label"][i]), label_image(prediction[i])] for i in range(min(count, len(prediction)))]
 
 
-def build_task(cfg: Config, model: LabelAutoencoder, class_names: list[str]) -> LoopSpec:
+def loop_spec(cfg: Config, model: LabelAutoencoder, class_names: list[str]) -> LoopSpec:
     """The engine's view of phase one: labels in, reconstructed labels out, scored like a segmentation."""
     train_augment, eval_augment = build_augmentations(cfg.data)
 
@@ -78,7 +78,7 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
     model = build_autoencoder(cfg, num_classes).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    spec = build_task(cfg, model, dataset_class_names(train_set))
+    spec = loop_spec(cfg, model, dataset_class_names(train_set))
     print(f"[{cfg.name}] autoencoder-{cfg.model.variant} on {cfg.data.dataset} ({num_classes} classes): "
           f"{len(train_set)} train / {len(val_set)} val, {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"device {device}")
@@ -101,6 +101,6 @@ def evaluate_checkpoint(cfg: Config, checkpoint: dict, split: str, *, save_predi
     device = resolve_device(cfg.train.device)
     dataset, loader = evaluation_loader(cfg, split, device)
     model = build_autoencoder(cfg, dataset_num_classes(dataset))
-    spec = build_task(cfg, model, dataset_class_names(dataset))
+    spec = loop_spec(cfg, model, dataset_class_names(dataset))
     model.load_state_dict(checkpoint["model"])
     return spec.evaluate(model.to(device), loader, device)

@@ -82,7 +82,7 @@ def evaluate_classifier(model: nn.Module, loader: Iterable[Batch], device: torch
     return metrics
 
 
-def build_task(cfg: Config, model: SUNet, num_classes: int) -> LoopSpec:
+def loop_spec(cfg: Config, model: SUNet, num_classes: int) -> LoopSpec:
     train_augment, eval_augment = build_cls_augmentations(cfg.data)
 
     def evaluate(model: nn.Module, loader, device: torch.device) -> dict[str, float]:
@@ -117,7 +117,7 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
     model = build_classifier(cfg, num_classes).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    task = build_task(cfg, model, num_classes)
+    spec = loop_spec(cfg, model, num_classes)
     train_loader = make_loader(train_set, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
                                num_workers=cfg.data.num_workers, seed=cfg.train.seed, device=device)
     val_loader = make_loader(val_set, batch_size=cfg.data.eval_batch_size, shuffle=False,
@@ -128,7 +128,7 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
           f"{len(train_set)} train / {len(val_set)} val, train {train_set.size[0]}×{train_set.size[1]} → crop "
           f"{crop[0]}×{crop[1]}, eval {evaluation[0]}×{evaluation[1]}, "
           f"{sum(p.numel() for p in model.parameters()):,} parameters, device {device}")
-    return {**fit(cfg, task, train_loader, val_loader, device=device, resume=resume).as_dict(),
+    return {**fit(cfg, spec, train_loader, val_loader, device=device, resume=resume).as_dict(),
             "class_names": train_set.class_names}
 
 

@@ -155,7 +155,7 @@ def build_model(cfg: Config, num_classes: int, *, with_regularizer: bool = True,
     return EncoderRegularized(model, autoencoder, frozen=cfg.regularizer.frozen)
 
 
-def segmentation_task(cfg: Config, model: nn.Module, class_names: list[str],
+def loop_spec(cfg: Config, model: nn.Module, class_names: list[str],
                       class_weights: torch.Tensor | None = None, save_predictions: str | Path | None = None,
                       loss_weights: dict[str, float] | None = None) -> LoopSpec:
     """The engine's view of segmentation. ``loss_weights`` (default: ``default_loss_weights``) weight the
@@ -308,7 +308,7 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
                    else None)
     weights = inverse_frequency_weights(frequencies) if frequencies is not None else None
     write_resolved(cfg.run_dir, resolved_record(cfg, model, loss_weights, frequencies))
-    spec = segmentation_task(cfg, model, dataset_class_names(train_set), weights, loss_weights=loss_weights)
+    spec = loop_spec(cfg, model, dataset_class_names(train_set), weights, loss_weights=loss_weights)
     if resume is None and cfg.model.init_from is None:  # a started model keeps its statistics
         calibrate_feature_normalisation(cfg, model, train_loader, spec, device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -374,7 +374,7 @@ def evaluate_checkpoint(cfg: Config, checkpoint: dict, split: str, *, save_predi
     dataset, loader = evaluation_loader(cfg, split, device)
     model = model_from_checkpoint(checkpoint, with_regularizer=aux, num_classes=dataset_num_classes(dataset), cfg=cfg,
                                   resolved=resolved).to(device)
-    spec = segmentation_task(cfg, model, dataset_class_names(dataset), save_predictions=save_predictions)
+    spec = loop_spec(cfg, model, dataset_class_names(dataset), save_predictions=save_predictions)
     metrics = spec.evaluate(model, loader, device)
     if figure is not None:
         batch = spec.eval_augment(to_device(next(iter(loader)), device))

@@ -21,10 +21,10 @@ from labelreg.runtime import cleanup
 
 def main(record_dir: str, config: str, overrides: list[str]) -> int:
     record = {"class_weights": None, "next_draws": []}
-    build_task = segmentation.segmentation_task
+    loop_spec = segmentation.loop_spec
 
     def recording_task(cfg, model, class_names, class_weights=None, *args, **kwargs):
-        task = build_task(cfg, model, class_names, class_weights, *args, **kwargs)
+        task = loop_spec(cfg, model, class_names, class_weights, *args, **kwargs)
         record["class_weights"] = None if class_weights is None else class_weights.tolist()
         augment = task.augment
 
@@ -37,7 +37,7 @@ def main(record_dir: str, config: str, overrides: list[str]) -> int:
         task.augment = peeking_augment
         return task
 
-    segmentation.segmentation_task = recording_task  # segmentation.train looks it up when it runs
+    segmentation.loop_spec = recording_task  # segmentation.train looks it up when it runs
     code = labelreg_main(["train-seg", "--config", config, *overrides])
     Path(record_dir).mkdir(parents=True, exist_ok=True)
     rank = os.environ.get("RANK", "0")  # main has left the process group by now

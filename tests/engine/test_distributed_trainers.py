@@ -11,7 +11,7 @@ import h5py
 import pytest
 import torch
 
-from depth.task import depth_task
+from depth import task as depth_task
 from labelreg.cli import main
 from labelreg.config import Config, load_config
 from labelreg.data.build import build_dataset, dataset_num_classes
@@ -164,9 +164,9 @@ def test_trainers_give_augmentation_per_rank_generators_and_keep_batch_samplers_
     cfg, model = Config(name="x", task="segmentation"), torch.nn.Identity()
     cfg.data.crop_size = [32, 32]
     mixed = SimpleNamespace(generator=torch.Generator())  # the phased sampler's mixed batches
-    tasks = {"seg": segmentation.segmentation_task(cfg, model, ["a", "b"]), "ae": autoencoder.build_task(cfg, model, ["a"]),
-             "cls": classification.build_task(cfg, model, 2),
-             "depth": depth_task(cfg, model, 2, ["a", "b"], SimpleNamespace(mixed=mixed))}
+    tasks = {"seg": segmentation.loop_spec(cfg, model, ["a", "b"]), "ae": autoencoder.loop_spec(cfg, model, ["a"]),
+             "cls": classification.loop_spec(cfg, model, 2),
+             "depth": depth_task.loop_spec(cfg, model, 2, ["a", "b"], SimpleNamespace(mixed=mixed))}
     for name, task in tasks.items():
         assert len(task.rank_generators) == 1 and task.rank_generators[0] is task.augment.generator, name
         assert not any(generator is task.augment.generator for generator in task.generators), name

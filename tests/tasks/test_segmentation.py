@@ -17,7 +17,7 @@ from labelreg.storage import load_checkpoint, save_checkpoint
 from labelreg.tasks import TASKS, model_from_checkpoint
 from labelreg.tasks.inference import predict_probabilities
 from labelreg.tasks.resolved import RESOLVED_FILE, read_resolved
-from labelreg.tasks.segmentation import build_model, segmentation_task
+from labelreg.tasks.segmentation import build_model, loop_spec
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SEG_CONFIG = CONFIGS / "demo" / "zoomout-densenet67-tiny_synth-nyu40.yaml"
@@ -82,16 +82,16 @@ def _batches(sizes=((32, 40), (32, 40))):
 ], ids=["scales", "flip"])
 def test_eval_settings_reach_the_segmentation_task(overrides, model, single, averaged):
     cfg = load_config(SEG_CONFIG, ["data.num_workers=0"])
-    plain = segmentation_task(cfg, model, ["a", "b"]).evaluate(model, _batches(), torch.device("cpu"))
+    plain = loop_spec(cfg, model, ["a", "b"]).evaluate(model, _batches(), torch.device("cpu"))
     assert plain["pixel_acc"] == pytest.approx(single, abs=0.03)
     cfg = load_config(SEG_CONFIG, ["data.num_workers=0", *overrides])
-    assert segmentation_task(cfg, model, ["a", "b"]).evaluate(model, _batches(), torch.device("cpu"))["pixel_acc"] == 1.0
+    assert loop_spec(cfg, model, ["a", "b"]).evaluate(model, _batches(), torch.device("cpu"))["pixel_acc"] == 1.0
 
 
 def test_saved_predictions_are_voc_palette_pngs_of_the_predicted_classes(tmp_path):
     cfg = load_config(SEG_CONFIG, ["data.num_workers=0"])
     model = RampModel()
-    segmentation_task(cfg, model, ["a", "b"], save_predictions=tmp_path).evaluate(
+    loop_spec(cfg, model, ["a", "b"], save_predictions=tmp_path).evaluate(
         model, _batches(sizes=((32, 40), (20, 30))), torch.device("cpu"))
     for name, (height, width) in (("img0", (32, 40)), ("img1", (20, 30))):
         picture = Image.open(tmp_path / f"{name}.png")
