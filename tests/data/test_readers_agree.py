@@ -7,7 +7,7 @@ from labelreg.config import config_from_dict
 from labelreg.data import NYUv2DepthOnly, NYUv2Labeled, VOCSegmentation, load_splits
 from labelreg.data.build import build_augmentations, build_dataset
 from labelreg.data.synthetic import RAW_TO_NYU40, RAW_TO_VOC, render_scene
-from labelreg.data.synthetic.writer import _STREAM_LABELED
+from labelreg.data.synthetic.writer import STREAM_LABELED
 
 
 def test_nyu_reader_returns_the_rendered_scenes(tiny_synthetic):
@@ -19,7 +19,7 @@ def test_nyu_reader_returns_the_rendered_scenes(tiny_synthetic):
     assert sample["image"].shape == (3, 64, 80) and sample["image"].dtype == torch.uint8
     assert sample["label"].shape == (64, 80) and sample["depth"].shape == (64, 80)
     # Re-render the same scene and compare: orientation, class mapping and depth all survive the .mat round trip.
-    scene = render_scene(np.random.default_rng([7, _STREAM_LABELED, int(splits["train"][0])]), (64, 80))
+    scene = render_scene(np.random.default_rng([7, STREAM_LABELED, int(splits["train"][0])]), (64, 80))
     raw = scene["raw_label"].astype(np.int64)
     expected = np.where(raw == 0, 255, RAW_TO_NYU40[np.maximum(raw, 1) - 1].astype(np.int64) - 1)
     assert np.array_equal(sample["label"].numpy(), expected)

@@ -52,7 +52,7 @@ _RAW_TABLE: list[tuple[str, str]] = [
 ]
 RAW_NAMES: list[str] = [raw for raw, _ in _RAW_TABLE]
 RAW_TO_NYU40: np.ndarray = np.array([_C40[c] for _, c in _RAW_TABLE], dtype=np.uint8)
-_RAW = {name: i + 1 for i, name in enumerate(RAW_NAMES)}  # raw id, 1-based; 0 = unlabeled
+RAW = {name: i + 1 for i, name in enumerate(RAW_NAMES)}  # raw id, 1-based; 0 = unlabeled
 
 # raw name -> VOC class index (1..20); every other raw name is background (0). Direct from the raw
 # names, because the 40 classes lump plants and bottles into "otherprop".
@@ -68,8 +68,8 @@ _VOC_OF_RAW = {
 # raw id - 1 -> VOC index, indexed like RAW_TO_NYU40
 RAW_TO_VOC: np.ndarray = np.zeros(len(RAW_NAMES), dtype=np.uint8)
 for _name, _voc in _VOC_OF_RAW.items():
-    RAW_TO_VOC[_RAW[_name] - 1] = _voc  # KeyError for a name that is not a raw name
+    RAW_TO_VOC[RAW[_name] - 1] = _voc  # KeyError for a name that is not a raw name
 del _name, _voc
 
 # raw id (0..R) -> VOC index (255 for raw 0 = unlabeled)
-_RAW_TO_VOC = np.concatenate([[255], RAW_TO_VOC]).astype(np.uint8)
+RAW_ID_TO_VOC = np.concatenate([[255], RAW_TO_VOC]).astype(np.uint8)

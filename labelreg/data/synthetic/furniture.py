@@ -1,17 +1,17 @@
 """Furniture builders: beds, night stands, lamps, tables and chairs, sofas, cabinets, TVs, bookshelves, small props."""
 from __future__ import annotations
 
-from labelreg.data.synthetic.materials import (_PLASTIC, _SCREEN, _Mat, _fabric, _hsv, _metal, _paint, _pick,
-                                               _plastic, _wood)
-from labelreg.data.synthetic.scene import _claim, _Frame, _free_frame, _place_against_wall
+from labelreg.data.synthetic.materials import (PLASTIC, SCREEN, Mat, fabric, hsv, metal, paint, pick,
+                                               plastic, wood)
+from labelreg.data.synthetic.scene import claim, Frame, free_frame, place_against_wall
 
 # --- object builders (local frame: a along, b away from the wall / forward, y up)
 
 def _table_lamp(sc, fr, a, b, y0, raw="table lamp"):
     rng = sc.rng
     inst = sc.instance(raw)
-    base = sc.material(_pick(rng, [(0.5, _metal), (0.5, _plastic)]))
-    shade = sc.material(_fabric(rng, light=True))
+    base = sc.material(pick(rng, [(0.5, metal), (0.5, plastic)]))
+    shade = sc.material(fabric(rng, light=True))
     h = rng.uniform(0.3, 0.45)
     r = rng.uniform(0.1, 0.16)
     sc.cyl(fr, a, b, 0.07, y0, y0 + 0.03, inst, base)
@@ -22,8 +22,8 @@ def _table_lamp(sc, fr, a, b, y0, raw="table lamp"):
 def _floor_lamp(sc, fr, a, b):
     rng = sc.rng
     inst = sc.instance(rng.choice(["lamp", "floor lamp"]))
-    base = sc.material(_pick(rng, [(0.6, _metal), (0.4, _plastic)]))
-    shade = sc.material(_fabric(rng, light=True))
+    base = sc.material(pick(rng, [(0.6, metal), (0.4, plastic)]))
+    shade = sc.material(fabric(rng, light=True))
     h = rng.uniform(1.35, 1.7)
     r = rng.uniform(0.16, 0.25)
     sc.cyl(fr, a, b, 0.15, 0.0, 0.03, inst, base)
@@ -34,7 +34,7 @@ def _floor_lamp(sc, fr, a, b):
 def _small_prop(sc, fr, a, b, y0, labeled=True):
     """A vase / bottle / cup (otherprop) or an unlabeled knick-knack (raw 0)."""
     rng = sc.rng
-    mat = sc.material(_pick(rng, [(0.5, _plastic), (0.3, _paint), (0.2, _metal)]))
+    mat = sc.material(pick(rng, [(0.5, plastic), (0.3, paint), (0.2, metal)]))
     if not labeled:
         inst = sc.instance(None)
         w = rng.uniform(0.08, 0.2)
@@ -56,8 +56,8 @@ def _small_prop(sc, fr, a, b, y0, labeled=True):
 def _night_stand(sc, fr, a, w, d, h, lamp=True):
     rng = sc.rng
     inst = sc.instance("night stand")
-    m = sc.material(_pick(rng, [(0.6, _wood), (0.4, _paint)]))
-    handle = sc.material(_metal(rng))
+    m = sc.material(pick(rng, [(0.6, wood), (0.4, paint)]))
+    handle = sc.material(metal(rng))
     sc.box(fr, a - w / 2, a + w / 2, 0.02, d, 0.0, h, inst, m)
     sc.box(fr, a - 0.06, a + 0.06, d, d + 0.02, h * 0.7, h * 0.7 + 0.025, inst, handle)
     if lamp:
@@ -66,31 +66,31 @@ def _night_stand(sc, fr, a, w, d, h, lamp=True):
         _small_prop(sc, fr, a + rng.uniform(-w / 4, w / 4), d * 0.5, h, labeled=rng.random() < 0.6)
 
 
-def _bed(sc):
+def bed(sc):
     rng = sc.rng
     w = rng.uniform(1.0, 1.8)
     L = rng.uniform(1.9, 2.15)
     ns_w = rng.uniform(0.4, 0.55)
     total = w + 2 * (ns_w + 0.05)
-    spot = _place_against_wall(sc, total, L, 1.2)
+    spot = place_against_wall(sc, total, L, 1.2)
     if spot is None:
-        spot = _place_against_wall(sc, w, L, 1.2)
+        spot = place_against_wall(sc, w, L, 1.2)
         total = w
         if spot is None:
             return False
     fr, wall, s = spot
-    _claim(sc, fr, wall, s, -w / 2, w / 2, 0.0, L, 1.2)
+    claim(sc, fr, wall, s, -w / 2, w / 2, 0.0, L, 1.2)
     inst = sc.instance("bed")
     h = rng.uniform(0.4, 0.6)
-    body = sc.material(_pick(rng, [(0.85, _fabric), (0.15, _wood)]))
-    frame_m = sc.material(_pick(rng, [(0.6, _wood), (0.4, _fabric)]))
+    body = sc.material(pick(rng, [(0.85, fabric), (0.15, wood)]))
+    frame_m = sc.material(pick(rng, [(0.6, wood), (0.4, fabric)]))
     sc.box(fr, -w / 2, w / 2, 0.0, 0.08, 0.0, h + rng.uniform(0.35, 0.75), inst, frame_m)  # headboard
     sc.box(fr, -w / 2, w / 2, 0.08, L, 0.0, h * 0.55, inst, frame_m)  # frame
     sc.box(fr, -w / 2 + 0.02, w / 2 - 0.02, 0.1, L - 0.02, h * 0.55, h, inst, body)  # mattress/cover
     if rng.random() < 0.5:  # footboard
         sc.box(fr, -w / 2, w / 2, L - 0.05, L, 0.0, h + rng.uniform(0.05, 0.25), inst, frame_m)
     n_p = 1 if w < 1.3 else int(rng.integers(1, 3))
-    pm = sc.material(_fabric(rng))
+    pm = sc.material(fabric(rng))
     pw = (w - 0.2) / n_p
     for k in range(n_p):
         pi = sc.instance("pillow")
@@ -102,7 +102,7 @@ def _bed(sc):
         for side in (-1, 1):
             if rng.random() < 0.8:
                 a = side * (w / 2 + 0.05 + ns_w / 2)
-                _claim(sc, fr, wall, s, a - ns_w / 2, a + ns_w / 2, 0.0, nd, nh)
+                claim(sc, fr, wall, s, a - ns_w / 2, a + ns_w / 2, 0.0, nd, nh)
                 _night_stand(sc, fr, a, ns_w, nd, nh, lamp=rng.random() < 0.7)
     return True
 
@@ -111,7 +111,7 @@ def _chair(sc, fr, raw="chair"):
     """Chair at frame origin facing +b (seat centred on the origin)."""
     rng = sc.rng
     inst = sc.instance(raw)
-    m = sc.material(_pick(rng, [(0.5, _wood), (0.25, _fabric), (0.25, _plastic)]))
+    m = sc.material(pick(rng, [(0.5, wood), (0.25, fabric), (0.25, plastic)]))
     s = rng.uniform(0.4, 0.5)
     sh = rng.uniform(0.42, 0.48)
     bh = sh + rng.uniform(0.35, 0.5)
@@ -123,7 +123,7 @@ def _chair(sc, fr, raw="chair"):
         sc.box(fr, a, a + lw, b, b + lw, 0.0, sh - 0.05, inst, m)
 
 
-def _table_with_chairs(sc, coffee=False):
+def table_with_chairs(sc, coffee=False):
     rng = sc.rng
     if coffee:
         w, d, h = rng.uniform(0.8, 1.2), rng.uniform(0.5, 0.7), rng.uniform(0.38, 0.48)
@@ -139,7 +139,7 @@ def _table_with_chairs(sc, coffee=False):
     for _ in range(25):
         x = rng.uniform(sc.xl + w / 2 + cm + 0.1, sc.xr - w / 2 - cm - 0.1)
         z = rng.uniform(1.9 + d / 2, sc.D - d / 2 - cm - 0.2)
-        fr = _Frame(x, z, (1.0, 0.0), (0.0, -1.0))
+        fr = Frame(x, z, (1.0, 0.0), (0.0, -1.0))
         if sc.floor_free(fr.rect(-w / 2 - cm, w / 2 + cm, -d / 2 - cm, d / 2 + cm)):
             break
     else:
@@ -158,7 +158,7 @@ def _table_with_chairs(sc, coffee=False):
             off = rng.uniform(-0.25, 0.25) * (w if along else d) * 0.5
             cx = x + dx * half + (off if along else 0.0)
             cz = z + dz * half + (0.0 if along else off)
-            cfr = _free_frame(cx, cz, (-dx, -dz))  # facing the table
+            cfr = free_frame(cx, cz, (-dx, -dz))  # facing the table
             rect = cfr.rect(-0.27, 0.27, -0.27, 0.27)
             if sc.floor_free(rect, margin=0.02):
                 sc.floor_rects.append(rect)
@@ -169,7 +169,7 @@ def _table_with_chairs(sc, coffee=False):
 def _table_at(sc, fr, w, d, h, raw):
     rng = sc.rng
     inst = sc.instance(raw)
-    m = sc.material(_pick(rng, [(0.7, _wood), (0.2, _paint), (0.1, _plastic)]))
+    m = sc.material(pick(rng, [(0.7, wood), (0.2, paint), (0.1, plastic)]))
     t = rng.uniform(0.03, 0.06)
     sc.box(fr, -w / 2, w / 2, -d / 2, d / 2, h - t, h, inst, m)
     lw = rng.uniform(0.04, 0.07)
@@ -183,16 +183,16 @@ def _table_at(sc, fr, w, d, h, raw):
                     labeled=rng.random() < 0.6)
 
 
-def _sofa(sc):
+def sofa(sc):
     rng = sc.rng
     w, d = rng.uniform(1.5, 2.4), rng.uniform(0.8, 0.95)
-    spot = _place_against_wall(sc, w, d, 0.9)
+    spot = place_against_wall(sc, w, d, 0.9)
     if spot is None:
         return None
     fr, wall, s = spot
-    _claim(sc, fr, wall, s, -w / 2, w / 2, 0.0, d, 0.9)
+    claim(sc, fr, wall, s, -w / 2, w / 2, 0.0, d, 0.9)
     inst = sc.instance(rng.choice(["sofa", "couch"]))
-    m = sc.material(_pick(rng, [(0.8, _fabric), (0.2, _plastic)]))
+    m = sc.material(pick(rng, [(0.8, fabric), (0.2, plastic)]))
     sh = rng.uniform(0.38, 0.45)
     bh = rng.uniform(0.75, 0.95)
     aw = rng.uniform(0.12, 0.22)
@@ -202,7 +202,7 @@ def _sofa(sc):
     for a0 in (-w / 2, w / 2 - aw):
         sc.box(fr, a0, a0 + aw, 0.02, d, 0.0, ah, inst, m)
     if rng.random() < 0.6:
-        cm = sc.material(_fabric(rng))
+        cm = sc.material(fabric(rng))
         for _ in range(int(rng.integers(1, 3))):
             a = rng.uniform(-w / 2 + aw + 0.25, w / 2 - aw - 0.25)
             ci = sc.instance("cushion")
@@ -211,7 +211,7 @@ def _sofa(sc):
     if rng.random() < 0.7:
         cw, cd, ch = min(w - 0.2, rng.uniform(0.8, 1.2)), rng.uniform(0.5, 0.65), rng.uniform(0.38, 0.48)
         b_c = d + rng.uniform(0.3, 0.5) + cd / 2
-        cfr = _Frame(*fr.to_world(rng.uniform(-0.15, 0.15), b_c), (fr.ax, fr.az), (fr.bx, fr.bz))
+        cfr = Frame(*fr.to_world(rng.uniform(-0.15, 0.15), b_c), (fr.ax, fr.az), (fr.bx, fr.bz))
         rect = cfr.rect(-cw / 2, cw / 2, -cd / 2, cd / 2)
         if sc.floor_free(rect):
             sc.floor_rects.append(rect)
@@ -227,7 +227,7 @@ def _sofa(sc):
     return fr, wall
 
 
-def _cabinet(sc, raw="cabinet", tall=None, walls=("back", "left", "right")):
+def cabinet(sc, raw="cabinet", tall=None, walls=("back", "left", "right")):
     rng = sc.rng
     tall = rng.random() < 0.35 if tall is None else tall
     w = rng.uniform(0.6, 1.6)
@@ -238,14 +238,14 @@ def _cabinet(sc, raw="cabinet", tall=None, walls=("back", "left", "right")):
     if raw == "tv stand":
         h = rng.uniform(0.4, 0.6)
         w = rng.uniform(1.0, 1.8)
-    spot = _place_against_wall(sc, w, d, h, walls=walls)
+    spot = place_against_wall(sc, w, d, h, walls=walls)
     if spot is None:
         return None
     fr, wall, s = spot
-    _claim(sc, fr, wall, s, -w / 2, w / 2, 0.0, d, h)
+    claim(sc, fr, wall, s, -w / 2, w / 2, 0.0, d, h)
     inst = sc.instance(raw)
-    m = sc.material(_pick(rng, [(0.6, _wood), (0.4, _paint)]))
-    hm = sc.material(_metal(rng))
+    m = sc.material(pick(rng, [(0.6, wood), (0.4, paint)]))
+    hm = sc.material(metal(rng))
     sc.box(fr, -w / 2, w / 2, 0.02, d, 0.0, h, inst, m)
     if raw == "dresser":  # rows of drawers with handles
         n = int(rng.integers(3, 5))
@@ -265,17 +265,17 @@ def _cabinet(sc, raw="cabinet", tall=None, walls=("back", "left", "right")):
     return fr, wall, s, w, d, h
 
 
-def _tv_on_stand(sc, walls=("back", "left", "right")):
+def tv_on_stand(sc, walls=("back", "left", "right")):
     rng = sc.rng
-    res = _cabinet(sc, raw=rng.choice(["tv stand", "cabinet"]), tall=False, walls=walls)
+    res = cabinet(sc, raw=rng.choice(["tv stand", "cabinet"]), tall=False, walls=walls)
     if res is None:
         return False
     fr, wall, s, w, d, h = res
     inst = sc.instance("television")
     tw = min(w - 0.1, rng.uniform(0.8, 1.3))
     th = tw * rng.uniform(0.56, 0.62)
-    frame_m = sc.material(_Mat(_PLASTIC, _hsv(0, 0, rng.uniform(0.03, 0.2))))
-    screen = sc.material(_Mat(_SCREEN, _hsv(rng.uniform(0.5, 0.7), rng.uniform(0.1, 0.4), rng.uniform(0.05, 0.2))))
+    frame_m = sc.material(Mat(PLASTIC, hsv(0, 0, rng.uniform(0.03, 0.2))))
+    screen = sc.material(Mat(SCREEN, hsv(rng.uniform(0.5, 0.7), rng.uniform(0.1, 0.4), rng.uniform(0.05, 0.2))))
     b0 = d * 0.4
     sc.box(fr, -0.15, 0.15, b0 - 0.08, b0 + 0.08, h, h + 0.02, inst, frame_m)  # foot
     sc.box(fr, -0.03, 0.03, b0 - 0.02, b0 + 0.02, h + 0.02, h + 0.1, inst, frame_m)  # neck
@@ -285,16 +285,16 @@ def _tv_on_stand(sc, walls=("back", "left", "right")):
     return True
 
 
-def _bookshelf(sc):
+def bookshelf(sc):
     rng = sc.rng
     w, d, h = rng.uniform(0.7, 1.3), rng.uniform(0.28, 0.4), rng.uniform(1.4, 2.1)
-    spot = _place_against_wall(sc, w, d, h)
+    spot = place_against_wall(sc, w, d, h)
     if spot is None:
         return False
     fr, wall, s = spot
-    _claim(sc, fr, wall, s, -w / 2, w / 2, 0.0, d, h)
+    claim(sc, fr, wall, s, -w / 2, w / 2, 0.0, d, h)
     inst = sc.instance("bookshelf")
-    m = sc.material(_pick(rng, [(0.7, _wood), (0.3, _paint)]))
+    m = sc.material(pick(rng, [(0.7, wood), (0.3, paint)]))
     t = 0.025
     sc.box(fr, -w / 2, w / 2, 0.0, 0.02, 0.0, h, inst, m)  # back panel
     sc.box(fr, -w / 2, -w / 2 + t, 0.0, d, 0.0, h, inst, m)
@@ -304,7 +304,7 @@ def _bookshelf(sc):
     for k in range(n + 1):
         y = k * gap
         sc.box(fr, -w / 2 + t, w / 2 - t, 0.02, d, y, y + t, inst, m)
-    bm = [sc.material(_pick(rng, [(0.6, _paint), (0.4, _plastic)])) for _ in range(4)]
+    bm = [sc.material(pick(rng, [(0.6, paint), (0.4, plastic)])) for _ in range(4)]
     for k in range(n):
         if rng.random() < 0.2:
             continue
@@ -321,11 +321,11 @@ def _bookshelf(sc):
     return True
 
 
-def _floor_lamp_against_wall(sc):
-    spot = _place_against_wall(sc, 0.45, 0.45, 1.7, tries=8)
+def floor_lamp_against_wall(sc):
+    spot = place_against_wall(sc, 0.45, 0.45, 1.7, tries=8)
     if spot is None:
         return False
     fr, wall, s = spot
-    _claim(sc, fr, wall, s, -0.22, 0.22, 0.0, 0.45, 1.7)
+    claim(sc, fr, wall, s, -0.22, 0.22, 0.0, 0.45, 1.7)
     _floor_lamp(sc, fr, 0.0, 0.25)
     return True

@@ -5,11 +5,11 @@ import math
 
 import numpy as np
 
-from labelreg.data.synthetic.classes import _RAW_TO_VOC
-from labelreg.data.synthetic.layout import _build_scene
-from labelreg.data.synthetic.materials import (_ART, _FABRIC, _GLASS, _HIGH, _LOW, _METAL, _PAINT, _PLASTIC,
-                                               _SCREEN, _T, _WOOD)
-from labelreg.data.synthetic.scene import _BOX, _CYL, _Scene
+from labelreg.data.synthetic.classes import RAW_ID_TO_VOC
+from labelreg.data.synthetic.layout import build_scene
+from labelreg.data.synthetic.materials import (ART, FABRIC, GLASS, HIGH, LOW, METAL, PAINT, PLASTIC,
+                                               SCREEN, TILE, WOOD)
+from labelreg.data.synthetic.scene import BOX, CYL, Scene
 
 def _rotation(yaw, pitch, roll) -> np.ndarray:
     """Camera-to-world rotation: camera x right, y up, z forward; pitch > 0 looks down."""
@@ -22,7 +22,7 @@ def _rotation(yaw, pitch, roll) -> np.ndarray:
     return ry @ rx @ rz
 
 
-def _check_size(size) -> tuple[int, int]:
+def check_size(size) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in size)
     except (TypeError, ValueError):
@@ -42,8 +42,8 @@ def render_scene(rng: np.random.Generator, size=(128, 160)) -> dict:
     empty room from the same camera; ``depth <= room_depth`` everywhere, equality
     exactly where the room surface is visible).
     """
-    H, W = _check_size(size)
-    sc, room = _build_scene(rng, W / H)
+    H, W = check_size(size)
+    sc, room = build_scene(rng, W / H)
 
     # camera
     hfov = math.radians(rng.uniform(57.0, 63.0))
@@ -90,7 +90,7 @@ def render_scene(rng: np.random.Generator, size=(128, 160)) -> dict:
         p1 = np.array(sc.p1, dtype=np.float64)
         blo = p0.copy()
         bhi = p1.copy()
-        cylm = kinds == _CYL
+        cylm = kinds == CYL
         if cylm.any():
             c, r, y1 = p0[cylm], p1[cylm, 0], p1[cylm, 1]
             blo[cylm] = np.stack([c[:, 0] - r, c[:, 1], c[:, 2] - r], 1)
@@ -113,7 +113,7 @@ def render_scene(rng: np.random.Generator, size=(128, 160)) -> dict:
             if a1 <= a0 or b1 <= b0:
                 continue
             zb = depth[a0:a1, b0:b1]
-            if kinds[k] == _BOX:
+            if kinds[k] == BOX:
                 iv = inv[a0:a1, b0:b1]
                 t1 = (p0[k] - origin) * iv
                 t2 = (p1[k] - origin) * iv
@@ -167,7 +167,7 @@ def render_scene(rng: np.random.Generator, size=(128, 160)) -> dict:
         nb = np.zeros_like(Po)
         nb[np.arange(len(ko)), ax] = sgn
         # cylinders: caps or radial
-        cm_ = kinds_o == _CYL
+        cm_ = kinds_o == CYL
         if cm_.any():
             c = p0[ko[cm_]]
             Pc = Po[cm_]
@@ -198,7 +198,7 @@ def render_scene(rng: np.random.Generator, size=(128, 160)) -> dict:
     }
 
 
-def _shade(rng, sc: _Scene, P, normal, dirs, depth, matid, prim) -> np.ndarray:
+def _shade(rng, sc: Scene, P, normal, dirs, depth, matid, prim) -> np.ndarray:
     H, W = depth.shape
     mats = sc.mats
     fam = np.array([m.family for m in mats])[matid]
@@ -209,7 +209,7 @@ def _shade(rng, sc: _Scene, P, normal, dirs, depth, matid, prim) -> np.ndarray:
     plank = np.array([m.plank for m in mats])[matid]
     emis = np.array([m.emissive for m in mats])[matid]
     # texture offsets per primitive (so two parts of one object do not line up)
-    offs = rng.integers(0, _T, size=(int(prim.max()) + 1, 2))[prim]
+    offs = rng.integers(0, TILE, size=(int(prim.max()) + 1, 2))[prim]
 
     # face-plane coordinates (metres)
     ax = np.abs(normal).argmax(-1)
@@ -222,17 +222,17 @@ def _shade(rng, sc: _Scene, P, normal, dirs, depth, matid, prim) -> np.ndarray:
     across = np.where(orient == 1, u, v)
 
     def tile(t, uu, vv):
-        return t[(vv.astype(np.int64) + offs[..., 0]) & (_T - 1), (uu.astype(np.int64) + offs[..., 1]) & (_T - 1)]
+        return t[(vv.astype(np.int64) + offs[..., 0]) & (TILE - 1), (uu.astype(np.int64) + offs[..., 1]) & (TILE - 1)]
 
-    low = tile(_LOW, u * 40.0 * scale, v * 40.0 * scale)
-    high = tile(_HIGH, u * 400.0, v * 400.0)
+    low = tile(LOW, u * 40.0 * scale, v * 40.0 * scale)
+    high = tile(HIGH, u * 400.0, v * 400.0)
     col = c1.copy()
     # paint: faint blotches
     pat = 1.0 + 0.06 * (low - 0.5) + 0.03 * (high - 0.5)
     # fabric: fine weave noise + mottling
     fab = 1.0 + 0.22 * (high - 0.5) + 0.12 * (low - 0.5) * scale
     # wood: grain stripes bent by stretched noise, optional plank seams
-    warp = tile(_LOW, along * 6.0, across * 50.0)
+    warp = tile(LOW, along * 6.0, across * 50.0)
     g = 0.5 + 0.5 * np.sin(2 * np.pi * (across * scale + 0.8 * warp))
     g = g * g
     wood_mix = np.clip(g * 0.6 + 0.2 * (high - 0.5), 0.0, 1.0)[..., None]
@@ -244,18 +244,18 @@ def _shade(rng, sc: _Scene, P, normal, dirs, depth, matid, prim) -> np.ndarray:
         stagger = np.floor(ph) * 0.37
         seam2 = (plank > 0) & (np.abs((along / plen + stagger) - np.round(along / plen + stagger)) * plen < 0.006)
     wood = wood * np.where(seam | seam2, 0.55, 1.0)[..., None]
-    art_t = np.clip((tile(_LOW, u * 25.0 * scale, v * 25.0 * scale) - 0.35) * 4.0, 0, 1)[..., None]
+    art_t = np.clip((tile(LOW, u * 25.0 * scale, v * 25.0 * scale) - 0.35) * 4.0, 0, 1)[..., None]
     art = c1 * art_t + c2 * (1 - art_t)
     sky = c1 * (0.92 + 0.15 * (low[..., None] - 0.5))
 
-    col = np.where((fam == _PAINT)[..., None], c1 * pat[..., None], col)
-    col = np.where((fam == _FABRIC)[..., None], c1 * fab[..., None], col)
-    col = np.where((fam == _WOOD)[..., None], wood, col)
-    col = np.where((fam == _PLASTIC)[..., None], c1 * (1.0 + 0.03 * (high - 0.5))[..., None], col)
-    col = np.where((fam == _METAL)[..., None], c1 * (0.9 + 0.2 * low)[..., None], col)
-    col = np.where((fam == _ART)[..., None], art, col)
-    col = np.where((fam == _GLASS)[..., None], sky, col)
-    col = np.where((fam == _SCREEN)[..., None], c1 * (1.0 + 0.3 * (low - 0.5))[..., None], col)
+    col = np.where((fam == PAINT)[..., None], c1 * pat[..., None], col)
+    col = np.where((fam == FABRIC)[..., None], c1 * fab[..., None], col)
+    col = np.where((fam == WOOD)[..., None], wood, col)
+    col = np.where((fam == PLASTIC)[..., None], c1 * (1.0 + 0.03 * (high - 0.5))[..., None], col)
+    col = np.where((fam == METAL)[..., None], c1 * (0.9 + 0.2 * low)[..., None], col)
+    col = np.where((fam == ART)[..., None], art, col)
+    col = np.where((fam == GLASS)[..., None], sky, col)
+    col = np.where((fam == SCREEN)[..., None], c1 * (1.0 + 0.3 * (low - 0.5))[..., None], col)
 
     # lighting: one directional light, a headlight, ambient, and mild distance falloff
     L = np.array([rng.uniform(-0.6, 0.6), 1.0, rng.uniform(-0.9, -0.1)])
@@ -265,7 +265,7 @@ def _shade(rng, sc: _Scene, P, normal, dirs, depth, matid, prim) -> np.ndarray:
     head = np.clip(-(normal * vdir).sum(-1), 0.0, None)
     amb = rng.uniform(0.3, 0.4)
     shade = amb + rng.uniform(0.4, 0.55) * diff + 0.3 * head
-    spec = np.where((fam == _SCREEN) | (fam == _PLASTIC) | (fam == _METAL), 0.25 * head ** 20, 0.0)
+    spec = np.where((fam == SCREEN) | (fam == PLASTIC) | (fam == METAL), 0.25 * head ** 20, 0.0)
     k = 0.02
     fall = (1 + k * 9.0) / (1 + k * depth * depth)
     # a little darkening in the room corners (cheap ambient occlusion on the room box)
@@ -281,7 +281,7 @@ def _shade(rng, sc: _Scene, P, normal, dirs, depth, matid, prim) -> np.ndarray:
 def voc_label(raw_label: np.ndarray, instance: np.ndarray, band: int = 1) -> np.ndarray:
     """raw ids → VOC indices 0..20, 255 for unlabeled pixels and a void band of width
     ``2*band`` pixels along every boundary between two instances where one is a VOC object."""
-    voc = _RAW_TO_VOC[raw_label]
+    voc = RAW_ID_TO_VOC[raw_label]
     fg = (voc > 0) & (voc < 255)
     H, W = voc.shape
     edge = np.zeros((H, W), dtype=bool)

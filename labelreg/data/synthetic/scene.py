@@ -1,13 +1,13 @@
 """Scene primitives: the ``_Scene`` collector (cuboids, cylinders, occupancy), local frames, wall placement."""
 from __future__ import annotations
 
-from labelreg.data.synthetic.classes import _RAW
-from labelreg.data.synthetic.materials import _Mat
+from labelreg.data.synthetic.classes import RAW
+from labelreg.data.synthetic.materials import Mat
 
-_BOX, _CYL, _PLANE = 0, 1, 2
+BOX, CYL, _PLANE = 0, 1, 2
 
 
-class _Scene:
+class Scene:
     """Collects primitives (cuboids, vertical cylinders) with instance and material."""
 
     def __init__(self, rng, room_w, room_d, room_h, z_front):
@@ -20,17 +20,17 @@ class _Scene:
         self.p1: list[tuple] = []
         self.pinst: list[int] = []
         self.pmat: list[int] = []
-        self.mats: list[_Mat] = []
+        self.mats: list[Mat] = []
         self.inst_raw: list[int] = [0]  # instance 0 unused
         self.floor_rects: list[tuple] = []  # (x0, z0, x1, z1) occupied floor
         self.wall_rects: dict[str, list[tuple]] = {"back": [], "left": [], "right": []}  # (s0, s1, y0, y1)
 
     # --- bookkeeping
     def instance(self, raw_name: str | None) -> int:
-        self.inst_raw.append(0 if raw_name is None else _RAW[raw_name])
+        self.inst_raw.append(0 if raw_name is None else RAW[raw_name])
         return len(self.inst_raw) - 1
 
-    def material(self, mat: _Mat) -> int:
+    def material(self, mat: Mat) -> int:
         self.mats.append(mat)
         return len(self.mats) - 1
 
@@ -49,11 +49,11 @@ class _Scene:
                 x, z = fr.to_world(a, b)
                 xs.append(x)
                 zs.append(z)
-        self._add(_BOX, (min(xs), y0, min(zs)), (max(xs), y1, max(zs)), inst, mat)
+        self._add(BOX, (min(xs), y0, min(zs)), (max(xs), y1, max(zs)), inst, mat)
 
     def cyl(self, fr, a, b, r, y0, y1, inst, mat):
         x, z = fr.to_world(a, b)
-        self._add(_CYL, (x, y0, z), (r, y1, 0.0), inst, mat)
+        self._add(CYL, (x, y0, z), (r, y1, 0.0), inst, mat)
 
     # --- occupancy
     def floor_free(self, rect, margin=0.05) -> bool:
@@ -77,7 +77,7 @@ class _Scene:
         return max(1.2, self.D * 0.35), self.D  # side walls: the part the camera can see
 
 
-class _Frame:
+class Frame:
     """Local frame on the floor: origin (ox, oz), unit 'a' (along) and 'b' (front) axes."""
 
     __slots__ = ("ox", "oz", "ax", "az", "bx", "bz")
@@ -97,24 +97,24 @@ class _Frame:
         return min(xs), min(zs), max(xs), max(zs)
 
 
-def _wall_frame(sc: _Scene, wall: str, s: float) -> _Frame:
+def wall_frame(sc: Scene, wall: str, s: float) -> Frame:
     """Frame whose b axis points from the wall into the room; a runs along the wall; a=0 at s."""
     if wall == "back":
-        return _Frame(s, sc.D, (1.0, 0.0), (0.0, -1.0))
+        return Frame(s, sc.D, (1.0, 0.0), (0.0, -1.0))
     if wall == "left":
-        return _Frame(sc.xl, s, (0.0, 1.0), (1.0, 0.0))
-    return _Frame(sc.xr, s, (0.0, 1.0), (-1.0, 0.0))
+        return Frame(sc.xl, s, (0.0, 1.0), (1.0, 0.0))
+    return Frame(sc.xr, s, (0.0, 1.0), (-1.0, 0.0))
 
 
-_DIRS = [(0.0, -1.0), (0.0, 1.0), (1.0, 0.0), (-1.0, 0.0)]
+DIRS = [(0.0, -1.0), (0.0, 1.0), (1.0, 0.0), (-1.0, 0.0)]
 
 
-def _free_frame(x, z, facing) -> _Frame:
+def free_frame(x, z, facing) -> Frame:
     bx, bz = facing
-    return _Frame(x, z, (-bz, bx), facing)
+    return Frame(x, z, (-bz, bx), facing)
 
 
-def _place_against_wall(sc: _Scene, width, depth, height, walls=("back", "left", "right"), tries=25,
+def place_against_wall(sc: Scene, width, depth, height, walls=("back", "left", "right"), tries=25,
                         s_range=None):
     """Find a free spot against one of ``walls``; returns (frame, wall) with a in [-w/2, w/2]."""
     rng = sc.rng
@@ -124,14 +124,14 @@ def _place_against_wall(sc: _Scene, width, depth, height, walls=("back", "left",
         if hi - lo < width + 0.1:
             continue
         s = rng.uniform(lo + width / 2 + 0.05, hi - width / 2 - 0.05)
-        fr = _wall_frame(sc, wall, s)
+        fr = wall_frame(sc, wall, s)
         rect = fr.rect(-width / 2, width / 2, 0.0, depth)
         if sc.floor_free(rect) and sc.wall_free(wall, s - width / 2, s + width / 2, 0.0, height):
             return fr, wall, s
     return None
 
 
-def _claim(sc: _Scene, fr: _Frame, wall, s, a0, a1, b0, b1, height):
+def claim(sc: Scene, fr: Frame, wall, s, a0, a1, b0, b1, height):
     sc.floor_rects.append(fr.rect(a0, a1, b0, b1))
     if wall is not None:
         sc.wall_rects[wall].append((s + a0, s + a1, 0.0, height))

@@ -5,10 +5,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
+import scipy.io
+from PIL import Image
+from tqdm import tqdm
 
 from labelreg.data.synthetic.classes import NYU40_CLASS_NAMES, RAW_NAMES, RAW_TO_NYU40
-from labelreg.data.synthetic.render import _check_size, render_scene, voc_label
+from labelreg.data.synthetic.render import check_size, render_scene, voc_label
+from labelreg.palette import voc_palette
 
 @dataclass
 class SyntheticPaths:
@@ -96,7 +101,7 @@ def _voc_id(i: int) -> str:
     return f"synth_{i:06d}"
 
 
-_STREAM_LABELED, _STREAM_DEPTH, _STREAM_SPLIT = 1, 2, 3
+STREAM_LABELED, STREAM_DEPTH, STREAM_SPLIT = 1, 2, 3
 
 
 def _mat_header(text: str) -> bytes:
@@ -113,8 +118,6 @@ _V5_HEADER_TEXT = "MATLAB 5.0 MAT-file, Platform: GLNXA64, Created on: Thu Jan  
 
 def _savemat_fixed(path: Path, mdict: dict) -> None:
     """scipy.io.savemat, then a fixed header text so the bytes do not depend on the clock."""
-    import scipy.io
-
     scipy.io.savemat(str(path), mdict, format="5", do_compression=False, oned_as="row")
     with open(path, "r+b") as fh:
         fh.write(_V5_HEADER_TEXT.encode("ascii").ljust(116, b" "))
@@ -137,12 +140,7 @@ def write_synthetic_dataset(out, *, labeled=300, depth_only=2000, size=(128, 160
     scene i of each kind comes from its own random stream. A marker file is written
     last, so ``dataset_exists`` never mistakes an interrupted write for a complete one.
     """
-    import h5py
-    from PIL import Image
-
-    from labelreg.palette import voc_palette
-
-    H, W = _check_size(size)
+    H, W = check_size(size)
     _check_count("labeled", labeled)
     _check_count("depth_only", depth_only, allow_zero=True)
     if labeled < 2:
@@ -179,12 +177,10 @@ def write_synthetic_dataset(out, *, labeled=300, depth_only=2000, size=(128, 160
     total = labeled + depth_only
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=total, desc="synthetic scenes", unit="scene", disable=None)  # None: no bar when output is not a terminal
 
     # split
-    srng = np.random.default_rng([seed, _STREAM_SPLIT])
+    srng = np.random.default_rng([seed, STREAM_SPLIT])
     test_idx = np.sort(srng.permutation(labeled)[:n_test])
     is_test = np.zeros(labeled, dtype=bool)
     is_test[test_idx] = True
@@ -204,7 +200,7 @@ def write_synthetic_dataset(out, *, labeled=300, depth_only=2000, size=(128, 160
             for ds, cls in ((images, b"uint8"), (depths, b"single"), (labels, b"uint16")):
                 ds.attrs.create("MATLAB_class", np.bytes_(cls))
             for i in range(labeled):
-                sc = render_scene(np.random.default_rng([seed, _STREAM_LABELED, i]), (H, W))
+                sc = render_scene(np.random.default_rng([seed, STREAM_LABELED, i]), (H, W))
                 images[i] = sc["rgb"].transpose(2, 1, 0)
                 depths[i] = sc["depth"].T
                 labels[i] = sc["raw_label"].T
@@ -235,7 +231,7 @@ def write_synthetic_dataset(out, *, labeled=300, depth_only=2000, size=(128, 160
         (seg / "trainval.txt").write_text("".join(f"{_voc_id(i)}\n" for i in range(labeled)))
 
         for i in range(depth_only):
-            sc = render_scene(np.random.default_rng([seed, _STREAM_DEPTH, i]), (H, W))
+            sc = render_scene(np.random.default_rng([seed, STREAM_DEPTH, i]), (H, W))
             with h5py.File(p.depth_only_dir / _frame_name(i), "w", libver="earliest") as fh:
                 fh.create_dataset("rgb", data=np.ascontiguousarray(sc["rgb"].transpose(2, 0, 1)), track_times=False)
                 fh.create_dataset("depth", data=sc["depth"], track_times=False)
