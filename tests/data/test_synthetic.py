@@ -284,23 +284,23 @@ def test_rewrite_smaller_removes_stale_files(tmp_path):
     assert len(list((p.voc_root / "SegmentationClass").glob("*.png"))) == 2
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(size=(60, 80)),
-    dict(size=(64, 0)),
-    dict(size=(64,)),
-    dict(labeled=0),
-    dict(labeled=1),
-    dict(labeled=-3),
-    dict(depth_only=-1),
-    dict(labeled=2.5),
-    dict(test_fraction=0.0),
-    dict(test_fraction=1.0),
-    dict(seed=-1),
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(size=(60, 80)), r"size must be two positive multiples of 16 \(height, width\), got \(60, 80\)"),
+    (dict(size=(64, 0)), r"size must be two positive multiples of 16 \(height, width\), got \(64, 0\)"),
+    (dict(size=(64,)), r"size must be a pair \(height, width\), got \(64,\)"),
+    (dict(labeled=0), "labeled must be positive, got 0"),
+    (dict(labeled=1), r"labeled must be at least 2 \(one train and one test scene\), got 1"),
+    (dict(labeled=-3), "labeled must be positive, got -3"),
+    (dict(depth_only=-1), "depth_only must be non-negative, got -1"),
+    (dict(labeled=2.5), "labeled must be an integer, got 2.5"),
+    (dict(test_fraction=0.0), r"test_fraction must be in \(0, 1\), got 0.0"),
+    (dict(test_fraction=1.0), r"test_fraction must be in \(0, 1\), got 1.0"),
+    (dict(seed=-1), "seed must be non-negative, got -1"),
 ])
-def test_invalid_arguments(tmp_path, kwargs):
+def test_invalid_arguments(tmp_path, kwargs, message):
     args = dict(labeled=2, depth_only=0, size=(32, 48), progress=False)
     args.update(kwargs)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         S.write_synthetic_dataset(tmp_path, **args)
     assert not S.dataset_exists(tmp_path)
 
