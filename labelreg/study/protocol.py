@@ -7,7 +7,7 @@ Pairing (the arms differ only in their overrides): every run of seed ``s`` gets 
 ``labelreg.tasks.segmentation.train`` seeds everything with it, takes the first ``data.train_limit`` training images
 (the same subset), builds the segmenter before the regularizer's own modules (the same initial
 segmenter), and the engine reseeds the batch order and the augmentation from ``(seed, epoch)``
-(the same data order and augmentation stream); ``tests/test_study_pairing.py`` checks all three.
+(the same data order and augmentation stream); ``tests/study/test_pairing.py`` checks all three.
 """
 from __future__ import annotations
 

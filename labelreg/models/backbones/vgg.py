@@ -17,7 +17,7 @@ grid by the zoom-out head. Reasons:
   3, 5, 10, 14, 24, 32, 40, 60, 76, 92, 132, 164, 196. These are exactly the
   receptive fields of conv1_1 … conv5_3 without the following pool; tapping the
   last conv of each block after its pool would give 6, 16, 44, 100 and 212 for
-  levels 2, 4, 7, 10 and 13 (``tests/test_backbones.py`` checks the table).
+  levels 2, 4, 7, 10 and 13 (``tests/models/test_backbones.py`` checks the table).
 - Fig. 3.4 (§3.3.1.1) takes φ1 from the "conv1 map", not the "pool1 map"; the pool
   maps only feed the next convolution.
 - Tapping after pool5 would put conv5_3 at 1/32, leaving no VGG feature at the
