@@ -207,11 +207,6 @@ def loop_spec(cfg: Config, model: nn.Module, class_names: list[str],
                 dynamic_loss_weights=lambda history: loss_weights)
 
 
-def asymmetric_weights(cfg: Config, train_set, num_classes: int) -> torch.Tensor:
-    """Inverse class frequencies of the training labels (eq. 3.3.1, thesis §3.3.2); see ``training_frequencies``."""
-    return inverse_frequency_weights(training_frequencies(cfg, train_set, num_classes))
-
-
 def training_frequencies(cfg: Config, train_set, num_classes: int) -> torch.Tensor:
     """Class frequencies of the training labels (float64), counted once and stored in the run directory.
 

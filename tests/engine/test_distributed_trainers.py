@@ -16,7 +16,7 @@ from labelreg.cli import main
 from labelreg.config import Config, load_config
 from labelreg.data.build import build_dataset, dataset_num_classes
 from labelreg.tasks import autoencoder, classification, segmentation
-from labelreg.tasks.segmentation import asymmetric_weights
+from labelreg.tasks.segmentation import training_frequencies
 from labelreg.losses import class_frequencies, inverse_frequency_weights
 from labelreg.runtime import epoch_seed
 from labelreg.storage import load_checkpoint
@@ -139,13 +139,13 @@ def test_class_frequencies_are_written_once_atomically_and_read_back(tmp_path):
     labels = [torch.tensor([[0, 0, 1], [2, 255, 0]]), torch.tensor([[1, 1, 1], [0, 255, 255]]),
               torch.zeros(2, 3).long()]
     cfg = frequency_config(tmp_path)
-    weights = asymmetric_weights(cfg, Labels(labels), 3)
+    weights = inverse_frequency_weights(training_frequencies(cfg, Labels(labels), 3))
     torch.testing.assert_close(weights, inverse_frequency_weights(class_frequencies(labels, 3)))
     stored = json.loads((cfg.run_dir / "class_frequencies.json").read_text())
     assert stored["pixels"] == [10, 4, 1]
     assert [path.name for path in cfg.run_dir.iterdir()] == ["class_frequencies.json"]  # no temporary file left
     # a resumed run reads the file (an empty training set would fail if it counted again)
-    torch.testing.assert_close(asymmetric_weights(cfg, Labels([]), 3), weights)
+    torch.testing.assert_close(inverse_frequency_weights(training_frequencies(cfg, Labels([]), 3)), weights)
 
 
 @pytest.mark.parametrize("text", ['{"frequencies": [0.5, 0.2', '{"frequencies": [0.5, 0.5]}', '[1, 2, 3]', ''])
@@ -155,7 +155,7 @@ def test_an_unreadable_class_frequencies_file_fails_naming_the_file(tmp_path, te
     path.parent.mkdir(parents=True)
     path.write_text(text)
     with pytest.raises(RuntimeError, match=f"cannot read class frequencies {path}.*delete the file"):
-        asymmetric_weights(cfg, Labels([torch.zeros(2, 2).long()]), 3)
+        training_frequencies(cfg, Labels([torch.zeros(2, 2).long()]), 3)
 
 
 def test_trainers_give_augmentation_per_rank_generators_and_keep_batch_samplers_shared():
