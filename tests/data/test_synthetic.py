@@ -9,7 +9,9 @@ import pytest
 import scipy.io
 from PIL import Image
 
+from labelreg.config import config_from_dict
 from labelreg.data import synthetic as S
+from labelreg.data.build import build_dataset
 from labelreg.data.nyu import NYU40_CLASSES
 from labelreg.palette import voc_palette
 
@@ -311,9 +313,6 @@ def test_render_invalid_size():
 
 
 def test_writes_only_into_a_new_empty_or_own_folder(tmp_path):
-    from labelreg.config import config_from_dict
-    from labelreg.data.build import build_dataset
-
     real = tmp_path / "real"
     (real / "nyu").mkdir(parents=True)
     (real / "nyu" / "nyu_depth_v2_labeled.mat").write_bytes(b"the real download")

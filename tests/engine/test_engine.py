@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -132,8 +133,6 @@ def test_bf16_autocast_computes_the_training_forward_in_bf16(tmp_path):
 
 def test_step_schedule_applies_at_the_first_step_of_the_milestone_epoch(tmp_path):
     cfg, _, _ = run(tmp_path, "lr", epochs=3)
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     events = EventAccumulator(str(cfg.run_dir / "tb"))
     events.Reload()
     per_step = {event.step: event.value for event in events.Scalars("lr/hidden")}

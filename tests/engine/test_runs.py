@@ -13,6 +13,7 @@ import torch
 import labelreg.engine.loop as engine_loop
 from labelreg.config import ConfigError, config_from_dict
 from labelreg.data.loader import make_loader
+from labelreg.demo import DEMO_AE_CONFIG, train_stage
 from labelreg.engine import RunDirectoryError, claim_run_directory, fit
 from labelreg.storage import load_checkpoint
 from tests.engine import test_engine
@@ -170,8 +171,6 @@ def test_metrics_json_is_strict_json(tmp_path, monkeypatch):
 
 def test_a_demo_stage_can_be_run_again(tmp_path):
     """The demo overwrites its own stages, so `labelreg demo` can be re-run (scripts pass --resume instead)."""
-    from labelreg.demo import DEMO_AE_CONFIG, train_stage  # the application layer: imported only by this test
-
     def trainer(cfg):
         task = make_task(Regressor())
         task.evaluate = lambda model, loader, device: {"miou": 0.5}
