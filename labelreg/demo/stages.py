@@ -33,7 +33,8 @@ DEMO_SEG_CONFIG = CONFIG_DIR / "demo" / "zoomout-densenet67-tiny_synth-nyu40.yam
 DEMO_REG_CONFIG = CONFIG_DIR / "demo" / "zoomout-densenet67-tiny_dec128_synth-nyu40.yaml"
 DEMO_TWOPART_CONFIG = CONFIG_DIR / "demo" / "twopart-tiny_synth-nyu40.yaml"
 DEMO_SINGLE_CONFIG = CONFIG_DIR / "demo" / "twopart-tiny-single_synth-nyu40.yaml"
-# each stage, as named in the run directories under ``out`` and in metrics.json's "seconds"
+# each stage, as named in the run directories under ``out`` (metrics.json's "seconds" writes the training
+# stages as train_ae, train_seg, train_seg_reg, train_twopart, train_single)
 STAGES = {
     "data": "write the synthetic NYUv2 / VOC scenes if absent",
     "ae": "phase one: train the label autoencoder on label maps",
