@@ -28,7 +28,7 @@ from labelreg.metrics import DepthMetrics, SegMetrics
 from labelreg.palette import IGNORE_INDEX
 from labelreg.runtime import current, resolve_device, seed_everything, training_device
 from labelreg.tasks import TaskEntry
-from labelreg.tasks.evaluate import refuse_options
+from labelreg.tasks.evaluate import evaluation_loader, refuse_options
 from labelreg.viz import save_png
 
 SEG_TERMS = ("seg", "part1_seg")
@@ -355,11 +355,9 @@ def evaluate_checkpoint(cfg: Config, checkpoint: dict, split: str, *, save_predi
     _check(cfg)
     refuse_options(cfg.task, aux=aux, figure=figure)
     device = resolve_device(cfg.train.device)
-    dataset = build_dataset(cfg.data, split, limit=cfg.data.val_limit)
+    dataset, loader = evaluation_loader(cfg, split, device)
     num_classes = dataset_num_classes(dataset)
     model = model_from_checkpoint(checkpoint, cfg=cfg, num_classes=num_classes)
-    loader = make_loader(dataset, batch_size=cfg.data.eval_batch_size, shuffle=False,
-                         num_workers=cfg.data.num_workers, device=device)
     spec = loop_spec(cfg, model.to(device), num_classes, dataset_class_names(dataset),
                       save_predictions=save_predictions)
     return spec.evaluate(model, loader, device)
