@@ -1,4 +1,4 @@
-"""Scene primitives: the ``_Scene`` collector (cuboids, cylinders, occupancy), local frames, wall placement."""
+"""Scene primitives: the ``Scene`` collector (cuboids, cylinders, occupancy), local frames, wall placement."""
 from __future__ import annotations
 
 from labelreg.data.synthetic.classes import RAW
