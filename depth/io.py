@@ -9,8 +9,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-matplotlib.use("Agg")  # files only, never a window
-
 MILLIMETRES = 1000.0
 
 
