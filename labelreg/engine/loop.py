@@ -55,15 +55,16 @@ class LoopSpec:
     - ``eval_augment(batch) -> batch``: device-side evaluation preprocessing.
     - ``forward(model, batch) -> outputs``: a dict of named outputs.
     - ``losses(outputs, batch) -> terms``: a dict of named scalar loss terms; the
-      engine multiplies each by ``train.loss_weights.get(name, 1)`` and sums them.
+      engine multiplies each by its weight — ``train.loss_weights.get(name, 1)``, overridden by
+      ``dynamic_loss_weights`` where given — and sums them.
     - ``evaluate(model, loader, device) -> metrics``: flat dict of floats (the
       engine prefixes them with ``val/`` in logs).
     - ``visualize(model, batch) -> 3×H×W float image in [0, 1]`` (optional, for TensorBoard).
     - ``before_epoch(epoch)`` (optional): runs before each epoch, also after a resume, so
       epoch-dependent state (like a backbone frozen for the first epochs) is a function of the epoch.
     - ``dynamic_loss_weights(history)`` (optional): per-epoch loss weights computed from the
-      history of earlier epochs (e.g. balancing terms by their running averages); recorded as
-      ``weight/<term>`` in the history.
+      history of earlier epochs (e.g. balancing terms by their running averages), or weights a task
+      derived once (segmentation's defaults, kept out of the config); recorded as ``weight/<term>``.
     """
 
     model: nn.Module

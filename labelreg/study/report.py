@@ -11,10 +11,7 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
+from matplotlib.figure import Figure  # pyplot-free: writes a file, sets no backend for the importer
 
 from labelreg.study.protocol import Protocol, arm_has_aux_output
 from labelreg.study.stats import mean_interval, paired_comparison
@@ -110,7 +107,8 @@ def markdown(protocol: Protocol, arms: dict, autoencoder: dict | None, wall_seco
 def plot(protocol: Protocol, arms: dict, path: Path, results: list[dict]) -> None:
     """Left: per-arm mIoU (dots: seeds; bar: mean with its 95% interval). Right: per-seed differences
     to the baseline with their mean and 95% interval."""
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    figure = Figure(figsize=(11, 4))
+    left, right = figure.subplots(1, 2)
     names = list(arms)
 
     def draw(axis, intervals, points, labels, title):
@@ -135,7 +133,6 @@ def plot(protocol: Protocol, arms: dict, path: Path, results: list[dict]) -> Non
     right.set_ylabel("Δ mIoU (points)")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def _json_safe(value):
