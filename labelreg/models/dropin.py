@@ -209,7 +209,7 @@ class RegularizedSegmenter(nn.Module):
         if not codes:
             raise RuntimeError(f"tap {self.tap!r} did not run in this forward pass")
         code = codes[0]
-        aux = F.interpolate(self.decoder(code), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        aux = self.decoder.decode_to(code, x.shape[-2:])
         return output, aux, code
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[Any, torch.Tensor]:

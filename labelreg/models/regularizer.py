@@ -149,8 +149,7 @@ class DecoderRegularized(_Regularized):
             size = (window[2] - window[0], window[3] - window[1])
         else:
             size = x.shape[-2:]
-        aux = self.decoder(code)  # B×C×(16 × the code's rows)×(16 × its columns)
-        outputs["aux_seg"] = F.interpolate(aux, size=size, mode="bilinear", align_corners=False)
+        outputs["aux_seg"] = self.decoder.decode_to(code, size)
         return outputs
 
 

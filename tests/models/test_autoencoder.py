@@ -46,6 +46,28 @@ def test_encoder_and_decoder_compose_to_the_autoencoder():
     assert torch.allclose(model.decoder(model.encoder(onehot)), model(onehot)["seg"])
 
 
+@pytest.mark.parametrize("size", [(32, 48), (37, 45)])
+def test_decode_to_is_the_decoder_then_a_bilinear_resize_run_channels_last(size):
+    """Phase two's branch: the same values (float64) and input gradients as decoder + F.interpolate, with every
+    decoder layer fed a channels-last map (the layout it is fast in, docs/bench.md)."""
+    torch.manual_seed(0)
+    decoder = LabelAutoencoder(5, "128").decoder.double().eval()
+    code = torch.randn(2, 128, 2, 3, dtype=torch.float64, requires_grad=True)
+    reference = F.interpolate(decoder(code), size=size, mode="bilinear", align_corners=False)
+    (grad_reference,) = torch.autograd.grad(reference.square().sum(), code)
+    layouts = []
+    hooks = [m.register_forward_pre_hook(lambda _m, args: layouts.append(
+        args[0].is_contiguous(memory_format=torch.channels_last))) for m in decoder.modules()
+        if isinstance(m, torch.nn.Conv2d)]
+    logits = decoder.decode_to(code, size)
+    for hook in hooks:
+        hook.remove()
+    (grad,) = torch.autograd.grad(logits.square().sum(), code)
+    assert logits.shape == (2, 5, *size)
+    assert torch.allclose(logits, reference, atol=1e-12) and torch.allclose(grad, grad_reference, atol=1e-12)
+    assert layouts == [True] * 5
+
+
 def test_every_parameter_gets_a_gradient():
     model = LabelAutoencoder(4, "256")
     label = torch.randint(0, 4, (2, 32, 32))

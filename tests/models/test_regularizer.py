@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import labelreg
+
 from labelreg.config import ConfigError, load_config
 from labelreg.losses import masked_cross_entropy, masked_one_hot_mse
 from labelreg.models import LabelAutoencoder, build_segmenter
@@ -69,6 +71,26 @@ def test_auxiliary_loss_alone_reaches_the_segmenter_through_the_decoder():
                if n in upstream and (p.grad is None or not p.grad.any())]
     assert upstream and not starved, starved
     assert all(p.grad is None for p in model.segmenter.head.parameters())  # the primary head is not on this path
+
+
+@pytest.mark.parametrize("wrapper", ["decoder_regularized", "regularize"])
+def test_the_auxiliary_branch_runs_the_decoder_channels_last(wrapper):
+    """Both wrappers decode through ``decode_to``: every decoder layer sees a channels-last map (the layout its
+    full-resolution convolutions are fast in, docs/bench.md), and ``aux_seg`` has the image's odd size."""
+    torch.manual_seed(0)
+    autoencoder = trained_autoencoder()
+    model = (DecoderRegularized(tiny_segmenter(), autoencoder) if wrapper == "decoder_regularized"
+             else labelreg.regularize(tiny_segmenter(), autoencoder, tap="backbone.features.denseblock3"))
+    decoder = model.decoder
+    layouts = []
+    for module in decoder.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_pre_hook(lambda _m, args: layouts.append(
+                args[0].is_contiguous(memory_format=torch.channels_last)))
+    output = model(torch.randn(1, 3, 65, 97))
+    aux = output["aux_seg"] if isinstance(output, dict) else output[1]
+    assert aux.shape == (1, 5, 65, 97)
+    assert layouts == [True] * 5
 
 
 @pytest.mark.parametrize("size", [(128, 160), (100, 130)])
