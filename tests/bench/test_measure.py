@@ -108,22 +108,32 @@ def test_cuda_peak_measures_a_phase():
     assert first >= 64 and meter.peak_mb() < 1
 
 
-@pytest.mark.parametrize("precision,channels_last", [("bf16", True), ("fp16", False)])
-def test_amp_and_channels_last(precision, channels_last):
-    row = measure(tiny_case(precision=precision, channels_last=channels_last, warmup=0, infer=False), isolate=False)
+@pytest.mark.parametrize("precision,channels_last,regularizer",
+                         [("bf16", True, False), ("fp16", False, False), ("bf16", False, True), ("fp16", True, True)])
+def test_amp_and_channels_last(precision, channels_last, regularizer):
+    case = tiny_case(precision=precision, channels_last=channels_last, regularizer=regularizer, warmup=0, infer=False)
+    row = measure(case, isolate=False)
     assert "error" not in row, row.get("error")
     assert row["train_img_s"] > 0 and row["precision"] == precision and row["channels_last"] is channels_last
-    # the step really computes in the case's precision and memory format
-    case, device = tiny_case(precision=precision, channels_last=channels_last), torch.device("cpu")
+    # the step really computes in the case's precision and memory format; the regularizer's decoder
+    # always runs channels-last (LabelDecoder.decode_to)
+    device = torch.device("cpu")
     model, runnable, image, label = prepare(case, device)
-    outputs = []
+    outputs, decoder_outputs = [], []
     first_conv = next(module for module in model.modules() if isinstance(module, nn.Conv2d))
     first_conv.register_forward_hook(lambda module, inputs, output: outputs.append(output))
+    if regularizer:
+        model.decoder.classifier.register_forward_hook(lambda module, inputs, output: decoder_outputs.append(output))
     train_step_fn(model.train(), case, image, label, device, forward=runnable)()
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     (output,) = outputs
-    assert output.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    assert output.dtype == amp_dtype
     assert output.is_contiguous(memory_format=torch.channels_last) is channels_last
     assert image.is_contiguous(memory_format=torch.channels_last) is channels_last
+    if regularizer:
+        (logits,) = decoder_outputs
+        assert logits.dtype == amp_dtype and logits.is_contiguous(memory_format=torch.channels_last)
+        assert all(p.grad is not None for p in model.to_code.parameters())  # the branch was trained
 
 
 def test_regularizer_flops_scale_with_the_aux_crop():
