@@ -100,7 +100,7 @@ class LabelDecoder(nn.Module):
 
         The decoder runs channels-last: it grows its maps to full resolution, and in that layout oneDNN's
         convolutions and the bilinear upsampling skip the per-layer layout reorders (forward + input
-        gradient in 0.55× the time under bf16 on CPU, 0.68× in fp32; docs/bench.md). Same values up to float
+        gradient in 0.54× the time under bf16 on CPU, 0.68× in fp32; docs/bench.md). Same values up to float
         rounding. Phase one keeps the contiguous layout, where it measured no faster.
         """
         logits = self(code.contiguous(memory_format=torch.channels_last))
