@@ -191,10 +191,17 @@ def fit(cfg: Config, spec: LoopSpec, train_loader: DataLoader, val_loader: DataL
     The run directory is claimed for the whole run (``claim_run_directory``): a fresh run refuses a
     folder that holds checkpoints (the CLI's ``--overwrite`` claims it first to replace them).
     """
-    # continuing this run's own checkpoint may write over its files; a checkpoint from elsewhere starts a new run
-    resume_here = resume is not None and run_directory(resume) == Path(cfg.run_dir).resolve()
-    with claim_run_directory(cfg.run_dir, resume=resume_here):
+    with claim_for_training(cfg.run_dir, resume):
         return _fit(cfg, spec, train_loader, val_loader, device=device, resume=resume)
+
+
+def claim_for_training(run_dir: str | Path, resume: str | Path | None = None):
+    """``claim_run_directory`` as ``fit`` takes it: continuing this run's own checkpoint may write over its
+    files; a checkpoint from elsewhere starts a new run, which refuses a folder holding checkpoints. A task
+    that writes into the run directory before ``fit`` (derived values, cached statistics) claims it first
+    with this, so a refused run leaves a finished one untouched."""
+    resume_here = resume is not None and run_directory(resume) == Path(run_dir).resolve()
+    return claim_run_directory(run_dir, resume=resume_here)
 
 
 def _fit(cfg: Config, spec: LoopSpec, train_loader: DataLoader, val_loader: DataLoader | None, *,

@@ -20,7 +20,7 @@ from labelreg.data.build import (build_augmentations, build_train_val_loaders, d
                                  dataset_num_classes)
 from labelreg.data.transforms import denormalize
 from labelreg.data.loader import Batch, make_loader, to_device
-from labelreg.engine import LoopSpec, fit
+from labelreg.engine import LoopSpec, claim_for_training, fit
 from labelreg.losses import class_frequencies, inverse_frequency_weights, masked_cross_entropy, masked_one_hot_mse
 from labelreg.models import MODELS, TORCHVISION_SEGMENTERS, LabelAutoencoder, build_segmenter
 from labelreg.models.autoencoder import autoencoder_from_checkpoint, variant_from_weights
@@ -289,6 +289,12 @@ def check_training_settings(cfg: Config) -> None:
 
 def train(cfg: Config, resume: str | Path | None = None) -> dict:
     check_training_settings(cfg)
+    # claimed before resolved.json / class_frequencies.json are written: a refused run leaves a finished one as it was
+    with claim_for_training(cfg.run_dir, resume):
+        return _train(cfg, resume)
+
+
+def _train(cfg: Config, resume: str | Path | None) -> dict:
     seed_everything(cfg.train.seed)
     device = training_device(cfg)
     train_set, val_set, train_loader, val_loader = build_train_val_loaders(cfg.data, seed=cfg.train.seed, device=device)

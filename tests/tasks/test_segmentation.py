@@ -11,6 +11,7 @@ from torch import nn
 
 from labelreg.config import ConfigError, load_config, to_dict
 from labelreg.data.build import build_dataset
+from labelreg.engine import RunDirectoryError
 from labelreg.models.autoencoder import LabelAutoencoder
 from labelreg.palette import IGNORE_INDEX, voc_palette
 from labelreg.storage import load_checkpoint, save_checkpoint
@@ -131,6 +132,14 @@ def test_a_regularized_asymmetric_run_keeps_its_config_and_records_what_it_deriv
     assert stored["pixels"] == counts.tolist() and sum(stored["pixels"]) > 0
     assert stored["frequencies"] == pytest.approx((counts.double() / counts.sum()).tolist())
     assert resolved["class_frequencies"] == pytest.approx(stored["frequencies"])
+
+    # a second run into the finished folder is refused before it writes anything there
+    written = {name: (run / name).read_bytes() for name in (RESOLVED_FILE, "class_frequencies.json")}
+    (run / "class_frequencies.json").unlink()  # would be counted and written again by a run that got this far
+    with pytest.raises(RunDirectoryError, match="already holds checkpoints"):
+        TASKS["segmentation"].train(load_config(SEG_CONFIG, overrides + ["train.loss_weights={aux: 0.25}"]))
+    assert (run / RESOLVED_FILE).read_bytes() == written[RESOLVED_FILE]
+    assert not (run / "class_frequencies.json").exists()
 
 
 def test_one_function_rebuilds_autoencoders_and_regularized_segmenters_from_their_checkpoints(tmp_path):
