@@ -224,14 +224,18 @@ def _fit(cfg: Config, spec: LoopSpec, train_loader: DataLoader, val_loader: Data
         total_steps = min(total_steps, cfg.train.max_steps)
     optimizer = build_optimizer(cfg.optim, spec.model)
     scheduler = build_scheduler(cfg.optim, optimizer, total_steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16" and device.type == "cuda")
+    # fp16 gradients underflow on any device, so fp16 always trains with a loss scaler (as the bench's fp16 rows)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
     state = TrainState()
 
     if checkpoint is not None:
         spec.model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
+        if checkpoint["scaler"] or not scaler.is_enabled():
+            scaler.load_state_dict(checkpoint["scaler"])
+        else:  # saved by a disabled scaler (fp16 on CPU before it had one): start with a fresh scale
+            print(f"{resume}: no loss-scaler state in the checkpoint; fp16 continues with a fresh scale")
         state = TrainState.from_checkpoint(checkpoint)
         restore_rng_state(checkpoint["rng"])
         print(f"resumed from {resume}: epoch {state.epoch}, step {state.step}")

@@ -131,6 +131,29 @@ def test_bf16_autocast_computes_the_training_forward_in_bf16(tmp_path):
     assert len(state.history) == 2 and len((cfg.run_dir / "train.log").read_text().splitlines()) == 2
 
 
+def test_fp16_trains_with_a_loss_scaler_on_the_cpu_too_and_resumes_it(tmp_path):
+    """train.amp=fp16: a GradScaler on any device (fp16 gradients underflow on a CPU as on a GPU); its state is
+    checkpointed and restored; a checkpoint saved by a disabled scaler still resumes, with a fresh scale."""
+    seen = set()
+
+    def record(model):
+        model.hidden.register_forward_hook(lambda module, inputs, output: seen.add(output.dtype)
+                                           if torch.is_grad_enabled() else None)
+
+    cfg, model, state = run(tmp_path, "fp16", epochs=1, amp="fp16", on_model=record)
+    last = cfg.run_dir / "checkpoints" / "last.pt"
+    scaler = load_checkpoint(last)["scaler"]
+    assert seen == {torch.float16} and scaler["scale"] > 0 and scaler["_growth_tracker"] >= 0
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    _, _, resumed = run(tmp_path, "fp16", epochs=2, amp="fp16", resume=last)
+    assert resumed.epoch == 2
+    checkpoint = load_checkpoint(last)
+    checkpoint["scaler"] = {}  # as a disabled scaler saves it
+    save_checkpoint(last, checkpoint)
+    _, _, resumed = run(tmp_path, "fp16", epochs=3, amp="fp16", resume=last)
+    assert resumed.epoch == 3 and load_checkpoint(last)["scaler"]["scale"] > 0
+
+
 def test_step_schedule_applies_at_the_first_step_of_the_milestone_epoch(tmp_path):
     cfg, _, _ = run(tmp_path, "lr", epochs=3)
     events = EventAccumulator(str(cfg.run_dir / "tb"))
