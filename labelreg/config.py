@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from labelreg.storage import write_text_atomic
+
 
 class ConfigError(ValueError):
     """A config file or override that cannot be applied; the message names the key."""
@@ -409,4 +411,4 @@ def to_dict(config: Any) -> dict:
 
 def save_config(config: Config, path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False))

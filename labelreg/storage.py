@@ -78,8 +78,14 @@ def json_safe(value: Any) -> Any:
 
 def write_json(path: str | Path, value: Any) -> None:
     """Strict JSON (non-finite numbers become null), written atomically."""
+    write_text_atomic(path, json.dumps(json_safe(value), indent=2, allow_nan=False))
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """``path`` holds ``text`` or what it held before, never a part of it: a temp file beside it, then a rename.
+
+    A failed write (full disk, read-only folder) raises an ``OSError`` that names ``path``."""
     path = Path(path)
-    text = json.dumps(json_safe(value), indent=2, allow_nan=False)
     temporary = temporary_name(path)
     try:
         temporary.write_text(text)

@@ -1,13 +1,13 @@
 """``run_demo``: the stages in order, then ``metrics.json`` and ``report.md``."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from labelreg.demo.report import render_report, results_table, summary
 from labelreg.demo.stages import autoencoder_stage, data_stage, depth_stage, query_stage, segmenter_stage
 from labelreg.runtime import resolve_device
+from labelreg.storage import write_json, write_text_atomic
 from labelreg.weak.demo import run_weak_demo
 
 
@@ -33,9 +33,9 @@ def run_demo(out: Path = Path("runs/demo"), data_root: Path = Path("data/synthet
                "total": time.perf_counter() - started}
 
     record = summary(ae, seg, depth, query_records, weak, seconds)
-    (out / "metrics.json").write_text(json.dumps(record, indent=2))
+    write_json(out / "metrics.json", record)
     table = results_table(ae, seg, depth, weak, seconds)
-    (out / "report.md").write_text(render_report(
+    write_text_atomic(out / "report.md", render_report(
         data_root=data_root, device=resolve_device(ae.run.cfg.train.device), table=table, ae=ae, seg=seg,
         depth=depth, query_figure=query_figure, query_records=query_records, weak=weak))
     print()

@@ -5,7 +5,6 @@ directory under ``out`` (a re-run of the demo starts over) and reads back the be
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from labelreg.engine import claim_run_directory
 from labelreg.retrieval import (class_box, image_source, index_description, label_source, open_index,
                                 query_figure, run_query)
 from labelreg.runtime import resolve_device
-from labelreg.storage import load_checkpoint
+from labelreg.storage import load_checkpoint, write_json
 from labelreg.tasks.autoencoder import train as train_autoencoder
 from labelreg.tasks.segmentation import train as train_segmenter
 from labelreg.viz import plot_curves
@@ -184,5 +183,5 @@ def query_stage(ae_cfg: Config, reg_cfg: Config, out: Path) -> tuple[Path, list[
         results.append((run_query(index, features, sample, box, k=3, device=device), sample))
     figure = query_figure(results, reference, out / "queries.png", titles=["labels", "image"])
     records = [{**result.as_dict(), "class": names[chosen]} for result, _ in results]
-    (out / "queries.json").write_text(json.dumps(records, indent=2))
+    write_json(out / "queries.json", records)
     return figure, records

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure  # pyplot-free: writes a file, sets no backend for the importer
 
+from labelreg.storage import write_text_atomic
 from labelreg.study.protocol import Protocol, arm_has_aux_output
 from labelreg.study.stats import mean_interval, paired_comparison
 
@@ -151,7 +152,7 @@ def write_outputs(protocol: Protocol, out: Path, results: list[dict], autoencode
     summary = {"protocol": str(protocol.source), "name": protocol.name, "score_split": protocol.score_split,
                "scoring": SCORING_NOTE.format(split=protocol.score_split), "seeds": protocol.seeds,
                "autoencoder": autoencoder, "arms": arms, "runs": results, "wall_seconds": wall_seconds}
-    (out / "results.json").write_text(json.dumps(_json_safe(summary), indent=1))
-    (out / "report.md").write_text(markdown(protocol, arms, autoencoder, wall_seconds, results))
+    write_text_atomic(out / "results.json", json.dumps(_json_safe(summary), indent=1))
+    write_text_atomic(out / "report.md", markdown(protocol, arms, autoencoder, wall_seconds, results))
     plot(protocol, arms, out / "study.png", results)
     return summary

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from labelreg.data.synthetic import dataset_exists, write_synthetic_dataset
+from labelreg.storage import write_json
 from labelreg.study.protocol import Protocol, arm_uses_phase_one, load_protocol
 from labelreg.study.report import write_outputs
 
@@ -73,7 +74,7 @@ def execute(spec: dict) -> dict:
         record |= {"status": "ok", "metrics": final_metrics(run_dir)}
     except (OSError, ValueError, KeyError) as error:
         return record | {"status": "failed", "error": f"{error}; see {log}"}
-    (run_dir / DONE).write_text(json.dumps(record, indent=1))
+    write_json(run_dir / DONE, record)
     print(f"[study] {spec['name']} done in {seconds:.0f}s: mIoU {100 * record['metrics']['miou']:.1f}", flush=True)
     return record
 

@@ -14,7 +14,6 @@ backbone: ``SUNET_BACKBONES[name](pretrained="runs/<name>/checkpoints/best.pt", 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Iterable
 
@@ -28,6 +27,7 @@ from labelreg.data.imagefolder import (build_cls_augmentations, build_cls_datase
 from labelreg.data.loader import Batch, make_loader
 from labelreg.engine import LoopSpec, fit, predict_batches
 from labelreg.runtime import resolve_device, seed_everything, training_device
+from labelreg.storage import write_json
 from labelreg.tasks.evaluate import refuse_options
 from labelreg.models.backbones.sunet import SUNET_CLASSIFIERS, SUNet
 
@@ -123,7 +123,7 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
     val_loader = make_loader(val_set, batch_size=cfg.data.eval_batch_size, shuffle=False,
                              num_workers=cfg.data.num_workers, device=device)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    (cfg.run_dir / "classes.json").write_text(json.dumps(train_set.class_names, indent=1))
+    write_json(cfg.run_dir / "classes.json", train_set.class_names)
     print(f"[{cfg.name}] {cfg.model.name} classifier on {train_set.root} ({num_classes} classes): "
           f"{len(train_set)} train / {len(val_set)} val, train {train_set.size[0]}×{train_set.size[1]} → crop "
           f"{crop[0]}×{crop[1]}, eval {evaluation[0]}×{evaluation[1]}, "

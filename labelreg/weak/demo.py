@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Iterator
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 import labelreg
 from labelreg.config import Config, load_config
 from labelreg.runtime import resolve_device
+from labelreg.storage import write_json
 from labelreg.viz import to_uint8_image
 from labelreg.weak.figure import points_figure, predictions_figure
 from labelreg.weak.localization import load_localizers, sampling_scores
@@ -146,7 +146,7 @@ def run_weak_demo(out: Path, data_root: Path, overrides: list[str]) -> dict:
                                                                     "train") if step in results},
         "device": str(resolve_device(cfg.train.device)), "run_dir": str(cfg.run_dir),
     }
-    (cfg.run_dir / "demo.json").write_text(json.dumps({**metrics, "seconds": round(seconds, 1)}, indent=2))
+    write_json(cfg.run_dir / "demo.json", {**metrics, "seconds": round(seconds, 1)})
     dense = "n/a" if metrics["dense_miou"] is None else f"{100 * metrics['dense_miou']:.1f}"
     log(f"weak demo: {metrics['points_per_image']:.1f} points per image → val mIoU {100 * metrics['point_miou']:.1f} "
         f"(same head on dense labels: {dense}), {seconds:.0f} s")

@@ -22,7 +22,6 @@ training one new localization model for that class").
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -33,7 +32,7 @@ from tqdm import tqdm
 
 from labelreg.config import ConfigError, OptimConfig
 from labelreg.engine import build_optimizer, build_scheduler, optimizer_step
-from labelreg.storage import load_checkpoint, save_checkpoint
+from labelreg.storage import load_checkpoint, save_checkpoint, write_json
 from labelreg.weak.train import PointHead
 
 LOSSES = ("global_softmax", "pixel_softmax")
@@ -183,5 +182,5 @@ def load_localizers(folder: Path, *, in_channels: int | None = None) -> dict[int
 def write_summary(folder: Path, records: dict[int, dict]) -> Path:
     """``summary.json``: one line of numbers per class net present in the folder."""
     path = Path(folder) / "summary.json"
-    path.write_text(json.dumps({str(c): r for c, r in sorted(records.items())}, indent=2))
+    write_json(path, {str(c): r for c, r in sorted(records.items())})
     return path

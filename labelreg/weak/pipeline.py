@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from labelreg.config import Config, ConfigError, save_config
 from labelreg.runtime import resolve_device, seed_everything
+from labelreg.storage import write_json
 from labelreg.weak.features import unit_norm
 from labelreg.weak.localization import (LocalizationNet, image_log_probs, load_localizers, sampling_scores,
                                         save_localizer, train_localizer, write_summary)
@@ -59,7 +60,7 @@ def record_metrics(cfg: Config, step: str, values: dict[str, Any]) -> dict[str, 
     path = cfg.run_dir / "metrics.json"
     stored = json.loads(path.read_text()) if path.is_file() else {}
     stored[step] = {**stored.get(step, {}), **values}
-    path.write_text(json.dumps(stored, indent=2))
+    write_json(path, stored)
     return stored
 
 

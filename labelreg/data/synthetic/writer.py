@@ -14,6 +14,8 @@ from tqdm import tqdm
 from labelreg.data.synthetic.classes import NYU40_CLASS_NAMES, RAW_NAMES, RAW_TO_NYU40
 from labelreg.data.synthetic.render import check_size, render_scene, voc_label
 from labelreg.palette import voc_palette
+from labelreg.storage import write_text_atomic
+
 
 @dataclass
 class SyntheticPaths:
@@ -244,5 +246,5 @@ def write_synthetic_dataset(out, *, labeled=300, depth_only=2000, size=(128, 160
     meta = {"labeled": labeled, "depth_only": depth_only, "size": [H, W], "seed": seed,
             "test_fraction": test_fraction, "n_train": int(labeled - n_test), "n_test": int(n_test),
             "format": "labelreg-synthetic-1"}
-    p.marker.write_text(json.dumps(meta, indent=1) + "\n")
+    write_text_atomic(p.marker, json.dumps(meta, indent=1) + "\n")
     return p
