@@ -1,7 +1,7 @@
 """Files written atomically and torch files read safely: the file I/O that models, data and the engine share.
 
-- ``save_checkpoint`` and ``write_json`` write a temp file next to the target and rename it over the
-  target, so a reader (or a crash) never sees half a file; a failed write (full disk, read-only
+- ``save_checkpoint``, ``write_json`` and ``write_text_atomic`` write a temp file next to the target, flush
+  it to disk and rename it over the target, so a reader (or a crash) never sees half a file; a failed write (full disk, read-only
   folder) raises an ``OSError`` naming the path. Temp files are called ``.<name>.tmp-<pid>``, so a
   later run can remove the ones a killed writer left (``labelreg.engine.checkpoint``).
 - ``load_checkpoint`` and ``safe_load`` read with ``torch.load(weights_only=True)``: a file that
@@ -88,7 +88,10 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     path = Path(path)
     temporary = temporary_name(path)
     try:
-        temporary.write_text(text)
+        with open(temporary, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(temporary, path)
     except OSError as error:
         raise _write_failed(error, path) from error

@@ -1,6 +1,7 @@
 """Atomic text and JSON writes: a failed or interrupted write leaves the previous file whole."""
 import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -12,14 +13,11 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def fail_halfway(monkeypatch):
-    """Every Path.write_text writes half of its text, then the disk is full."""
-    original = Path.write_text
-
-    def half(self, text, *args, **kwargs):
-        original(self, text[: len(text) // 2], *args, **kwargs)
+    """Every write reaches the temporary file, then the disk is full when it is flushed to disk."""
+    def full(descriptor):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(Path, "write_text", half)
+    monkeypatch.setattr(os, "fsync", full)
 
 
 def test_a_failed_write_names_the_file_and_keeps_what_it_held(tmp_path, monkeypatch):

@@ -96,14 +96,17 @@ class LabelDecoder(nn.Module):
         return self.classifier(x)
 
     def decode_to(self, code: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """B×K×h×w predicted code → B×C×size logits (phase two's auxiliary branch, §5.3.2).
+        """B×K×h×w predicted code → B×C×size logits (phase two's auxiliary branch, §5.3.3).
 
-        The decoder runs channels-last: it grows its maps to full resolution, and in that layout oneDNN's
-        convolutions and the bilinear upsampling skip the per-layer layout reorders (forward + input
-        gradient in 0.54× the time under bf16 on CPU, 0.68× in fp32; docs/bench.md). Same values up to float
-        rounding. Phase one keeps the contiguous layout, where it measured no faster.
+        On the CPU the decoder runs channels-last: it grows its maps to full resolution, and in that layout
+        oneDNN's convolutions and the bilinear upsampling skip the per-layer layout reorders (forward + input
+        gradient in 0.54× the time under bf16, 0.68× in fp32; docs/bench.md). Same values up to float
+        rounding. Elsewhere the code keeps the caller's layout (``train.channels_last`` chooses it on a GPU,
+        where this was not measured). Phase one keeps the contiguous layout, where it measured no faster.
         """
-        logits = self(code.contiguous(memory_format=torch.channels_last))
+        if code.device.type == "cpu":
+            code = code.contiguous(memory_format=torch.channels_last)
+        logits = self(code)
         if tuple(logits.shape[-2:]) == tuple(size):  # align_corners=False at scale 1 is the identity
             return logits
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)

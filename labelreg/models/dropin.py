@@ -209,7 +209,8 @@ class RegularizedSegmenter(nn.Module):
         if not codes:
             raise RuntimeError(f"tap {self.tap!r} did not run in this forward pass")
         code = codes[0]
-        aux = self.decoder.decode_to(code, x.shape[-2:])
+        # contiguous, as the wrapped model's own outputs: a user's loss may .view() it
+        aux = self.decoder.decode_to(code, x.shape[-2:]).contiguous()
         return output, aux, code
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[Any, torch.Tensor]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure  # pyplot-free: writes a file, sets no backend for the importer
 
-from labelreg.storage import write_text_atomic
+from labelreg.storage import json_safe, write_text_atomic
 from labelreg.study.protocol import Protocol, arm_has_aux_output
 from labelreg.study.stats import mean_interval, paired_comparison
 
@@ -136,23 +136,13 @@ def plot(protocol: Protocol, arms: dict, path: Path, results: list[dict]) -> Non
     figure.savefig(path, dpi=100)
 
 
-def _json_safe(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(item) for item in value]
-    return value
-
-
 def write_outputs(protocol: Protocol, out: Path, results: list[dict], autoencoder: dict | None, *,
                   wall_seconds: float) -> dict:
     arms = summarize(protocol, results)
     summary = {"protocol": str(protocol.source), "name": protocol.name, "score_split": protocol.score_split,
                "scoring": SCORING_NOTE.format(split=protocol.score_split), "seeds": protocol.seeds,
                "autoencoder": autoencoder, "arms": arms, "runs": results, "wall_seconds": wall_seconds}
-    write_text_atomic(out / "results.json", json.dumps(_json_safe(summary), indent=1))
+    write_text_atomic(out / "results.json", json.dumps(json_safe(summary), indent=1, allow_nan=False))
     write_text_atomic(out / "report.md", markdown(protocol, arms, autoencoder, wall_seconds, results))
     plot(protocol, arms, out / "study.png", results)
     return summary

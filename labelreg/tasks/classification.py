@@ -25,7 +25,7 @@ from labelreg.config import Config, ConfigError, config_from_dict
 from labelreg.data.imagefolder import (build_cls_augmentations, build_cls_dataset, check_class_names,
                                        check_same_classes, cls_sizes, list_classes)
 from labelreg.data.loader import Batch, make_loader
-from labelreg.engine import LoopSpec, fit, predict_batches
+from labelreg.engine import LoopSpec, claim_for_training, fit, predict_batches
 from labelreg.runtime import resolve_device, seed_everything, training_device
 from labelreg.storage import write_json
 from labelreg.tasks.evaluate import refuse_options
@@ -107,6 +107,11 @@ def _check_task(cfg: Config) -> Config:
 def train(cfg: Config, resume: str | Path | None = None) -> dict:
     """Train per ``cfg``; returns the engine's final state as a dict (plus ``class_names``)."""
     cfg = _check_task(cfg)
+    with claim_for_training(cfg.run_dir, resume):  # before classes.json is written: a refused run changes nothing
+        return _train(cfg, resume)
+
+
+def _train(cfg: Config, resume: str | Path | None) -> dict:
     seed_everything(cfg.train.seed)
     device = training_device(cfg)
     crop, evaluation = cls_sizes(cfg.data)

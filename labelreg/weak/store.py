@@ -37,7 +37,7 @@ from tqdm import tqdm
 from labelreg.config import Config, ConfigError, to_dict
 from labelreg.data.build import build_dataset, dataset_class_names, dataset_num_classes
 from labelreg.models.zoomout import grid_size
-from labelreg.storage import load_checkpoint, save_checkpoint, write_json
+from labelreg.storage import load_checkpoint, save_checkpoint, write_text_atomic
 from labelreg.weak.features import (ChannelStats, ZoomOutExtractor, extractor_from_config, label_to_grid,
                                     prepare_image, standardize)
 from labelreg.weak.tags import tags_from_label
@@ -243,7 +243,7 @@ def _write_role(cfg: Config, role: str, extractor: ZoomOutExtractor, device: tor
     if scene is not None:
         np.save(folder / f"{role}_global.npy", scene)
     np.save(folder / f"{role}_labels.npy", labels)
-    write_json(folder / f"{role}.json", meta)
+    write_text_atomic(folder / f"{role}.json", json.dumps(meta))  # compact: one name per image
     return meta
 
 

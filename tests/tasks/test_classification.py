@@ -11,6 +11,7 @@ import labelreg  # noqa: F401  (installs the torchvision guard first)
 from labelreg.cli import main
 from labelreg.config import ConfigError, config_from_dict, load_config, to_dict
 from labelreg.data.imagefolder import ImageFolderDataset
+from labelreg.engine import RunDirectoryError
 from labelreg.models.backbones.sunet import SUNET_BACKBONES, SUNET_CLASSIFIERS
 from labelreg.storage import load_checkpoint
 from labelreg.tasks import TASKS
@@ -143,6 +144,17 @@ def test_resume_continues(trained, tmp_path):
     values["train"]["epochs"] = 4
     result = train(config_from_dict(values), resume=tmp_path / "cls" / "checkpoints" / "last.pt")
     assert result["epoch"] == 4 and [entry["epoch"] for entry in result["history"]] == [1, 2, 3, 4]
+
+
+def test_a_second_run_into_a_finished_folder_is_refused_before_it_writes(trained, tmp_path):
+    cfg, _ = trained
+    shutil.copytree(cfg.run_dir, tmp_path / "cls")
+    (tmp_path / "cls" / "classes.json").write_text('["written by the finished run"]')
+    values = to_dict(cfg)
+    values["output_dir"] = str(tmp_path)
+    with pytest.raises(RunDirectoryError, match="already holds checkpoints"):
+        train(config_from_dict(values))
+    assert (tmp_path / "cls" / "classes.json").read_text() == '["written by the finished run"]'
 
 
 # ----------------------------------------------------------------------------- errors and configs
