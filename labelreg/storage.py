@@ -16,7 +16,7 @@ import os
 import pickle
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Callable
 
 import torch
 
@@ -47,11 +47,19 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 
     Write failures (full disk, read-only folder) raise an ``OSError`` that names ``path``."""
     path = Path(path)
-    temporary = temporary_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(temporary, "wb") as handle:
-            torch.save(payload, handle)
+    except OSError as error:
+        raise _write_failed(error, path) from error
+    _replace_atomically(path, "wb", lambda handle: torch.save(payload, handle))
+
+
+def _replace_atomically(path: Path, mode: str, write: Callable[[IO], None]) -> None:
+    """``write(handle)`` into ``temporary_name(path)``, fsync, rename over ``path``; failures name ``path``."""
+    temporary = temporary_name(path)
+    try:
+        with open(temporary, mode) as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -85,18 +93,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """``path`` holds ``text`` or what it held before, never a part of it: a temp file beside it, then a rename.
 
     A failed write (full disk, read-only folder) raises an ``OSError`` that names ``path``."""
-    path = Path(path)
-    temporary = temporary_name(path)
-    try:
-        with open(temporary, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except OSError as error:
-        raise _write_failed(error, path) from error
-    finally:
-        temporary.unlink(missing_ok=True)
+    _replace_atomically(Path(path), "w", lambda handle: handle.write(text))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
