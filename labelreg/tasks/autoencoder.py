@@ -10,14 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from labelreg.config import Config, ConfigError
-from labelreg.data.build import (build_augmentations, build_train_val_loaders, dataset_class_names,
-                                 dataset_num_classes)
+from labelreg.data.build import build_augmentations, dataset_class_names, dataset_num_classes
 from labelreg.data.loader import Batch
 from labelreg.engine import LoopSpec, fit
 from labelreg.losses import masked_cross_entropy
 from labelreg.models.autoencoder import DOWNSAMPLING, LabelAutoencoder, autoencoder_from_checkpoint, one_hot_labels
-from labelreg.runtime import resolve_device, seed_everything, training_device
+from labelreg.runtime import resolve_device
 from labelreg.tasks.evaluate import evaluate_segmentation, evaluation_loader, refuse_options
+from labelreg.tasks.start import start_label_map_run
 from labelreg.viz import image_grid, label_image
 
 
@@ -71,18 +71,12 @@ def loop_spec(cfg: Config, model: LabelAutoencoder, class_names: list[str]) -> L
 
 def train(cfg: Config, resume: str | Path | None = None) -> dict:
     """Train per ``cfg``; returns the engine's final state as a dict."""
-    seed_everything(cfg.train.seed)
-    device = training_device(cfg)
-    train_set, val_set, train_loader, val_loader = build_train_val_loaders(cfg.data, seed=cfg.train.seed, device=device)
-    num_classes = dataset_num_classes(train_set)
-    model = build_autoencoder(cfg, num_classes).to(device)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    spec = loop_spec(cfg, model, dataset_class_names(train_set))
-    print(f"[{cfg.name}] autoencoder-{cfg.model.variant} on {cfg.data.dataset} ({num_classes} classes): "
-          f"{len(train_set)} train / {len(val_set)} val, {sum(p.numel() for p in model.parameters()):,} parameters, "
-          f"device {device}")
-    return fit(cfg, spec, train_loader, val_loader, device=device, resume=resume).as_dict()
+    run = start_label_map_run(cfg, build_autoencoder)
+    spec = loop_spec(cfg, run.model, dataset_class_names(run.train_set))
+    print(f"[{cfg.name}] autoencoder-{cfg.model.variant} on {cfg.data.dataset} ({run.num_classes} classes): "
+          f"{len(run.train_set)} train / {len(run.val_set)} val, "
+          f"{sum(p.numel() for p in run.model.parameters()):,} parameters, device {run.device}")
+    return fit(cfg, spec, run.train_loader, run.val_loader, device=run.device, resume=resume).as_dict()
 
 
 def model_from_checkpoint(checkpoint: dict, *, with_regularizer: bool = False, num_classes: int | None = None,

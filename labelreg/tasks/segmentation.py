@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from labelreg.config import Config, ConfigError, config_from_dict
-from labelreg.data.build import (build_augmentations, build_train_val_loaders, dataset_class_names,
-                                 dataset_num_classes)
+from labelreg.data.build import build_augmentations, dataset_class_names, dataset_num_classes
 from labelreg.data.transforms import denormalize
 from labelreg.data.loader import Batch, make_loader, to_device
 from labelreg.engine import LoopSpec, claim_for_training, fit
@@ -28,12 +27,12 @@ from labelreg.models.dropin import RegularizedOutputs
 from labelreg.models.regularizer import DecoderRegularized, EncoderRegularized, aux_target, plain_segmenter_state
 from labelreg.models.tvseg import TV_PREFIX, TV_TAPS, is_torchvision_name
 from labelreg.palette import IGNORE_INDEX
-from labelreg.runtime import (all_reduce_sum, barrier, broadcast_flag, current, resolve_device, seed_everything,
-                              training_device)
+from labelreg.runtime import all_reduce_sum, barrier, broadcast_flag, current, resolve_device
 from labelreg.storage import load_checkpoint, write_json
 from labelreg.tasks.evaluate import evaluate_segmentation, evaluation_loader
 from labelreg.tasks.inference import predict_probabilities
 from labelreg.tasks.resolved import write_resolved
+from labelreg.tasks.start import start_label_map_run
 from labelreg.viz import image_grid, label_image, segmentation_figure, to_uint8_image
 
 REGULARIZERS = ("none", "decoder", "encoder")
@@ -295,29 +294,24 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
 
 
 def _train(cfg: Config, resume: str | Path | None) -> dict:
-    seed_everything(cfg.train.seed)
-    device = training_device(cfg)
-    train_set, val_set, train_loader, val_loader = build_train_val_loaders(cfg.data, seed=cfg.train.seed, device=device)
-    num_classes = dataset_num_classes(train_set)
-    model = build_model(cfg, num_classes).to(device)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    run = start_label_map_run(cfg, build_model)
+    model = run.model
     loss_weights = default_loss_weights(cfg, model)
     if cfg.train.loss not in SEGMENTATION_LOSSES:
         raise ConfigError(f"train.loss={cfg.train.loss!r}; choose one of {SEGMENTATION_LOSSES}")
-    frequencies = (training_frequencies(cfg, train_set, num_classes) if cfg.train.loss.startswith("asymmetric")
+    frequencies = (training_frequencies(cfg, run.train_set, run.num_classes) if cfg.train.loss.startswith("asymmetric")
                    else None)
     weights = inverse_frequency_weights(frequencies) if frequencies is not None else None
     write_resolved(cfg.run_dir, resolved_record(cfg, model, loss_weights, frequencies))
-    spec = loop_spec(cfg, model, dataset_class_names(train_set), weights, loss_weights=loss_weights)
+    spec = loop_spec(cfg, model, dataset_class_names(run.train_set), weights, loss_weights=loss_weights)
     if resume is None and cfg.model.init_from is None:  # a started model keeps its statistics
-        calibrate_feature_normalisation(cfg, model, train_loader, spec, device)
+        calibrate_feature_normalisation(cfg, model, run.train_loader, spec, run.device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     regularizer = "" if cfg.regularizer.kind == "none" else f" + {cfg.regularizer.kind} regularizer"
-    print(f"[{cfg.name}] {cfg.model.name}{regularizer} on {cfg.data.dataset} ({num_classes} classes): "
-          f"{len(train_set)} train / {len(val_set)} val, {sum(p.numel() for p in model.parameters()):,} parameters "
-          f"({trainable:,} trainable), device {device}")
-    return fit(cfg, spec, train_loader, val_loader, device=device, resume=resume).as_dict()
+    print(f"[{cfg.name}] {cfg.model.name}{regularizer} on {cfg.data.dataset} ({run.num_classes} classes): "
+          f"{len(run.train_set)} train / {len(run.val_set)} val, {sum(p.numel() for p in model.parameters()):,} "
+          f"parameters ({trainable:,} trainable), device {run.device}")
+    return fit(cfg, spec, run.train_loader, run.val_loader, device=run.device, resume=resume).as_dict()
 
 
 def resolved_record(cfg: Config, model: nn.Module, loss_weights: dict[str, float],
