@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,8 +29,9 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    dataset: str = "voc"  # "voc" | "nyu"
-    root: str = "data/synthetic"  # VOC: folder holding VOC2012 (or VOCdevkit); NYU: folder of the .mat files
+    dataset: str = "voc"  # "voc" | "nyu" | "camvid"
+    # VOC: folder holding VOC2012 (or VOCdevkit); NYU: folder of the .mat files; CamVid: the CamVid folder or its parent
+    root: str = "data/synthetic"
     sbd_root: str | None = None  # SBD benchmark_RELEASE, needed for split "trainaug"
     mat_path: str | None = None  # NYU: defaults to <root>/nyu_depth_v2_labeled.mat
     splits_path: str | None = None  # NYU: defaults to <root>/splits.mat
@@ -104,6 +106,9 @@ class RegularizerConfig:
     # decoder branch, training only: decode a random aux_crop×aux_crop-cell window of the predicted code
     # (1 cell = 16 px) instead of all of it — cost ∝ window area; None decodes everything (thesis)
     aux_crop: int | None = None
+    # write <run>/diagnostics.json: gradient agreement at the backbone and code agreement (tasks/diagnostics.py);
+    # measured on copies with the random generators restored, so the run's steps are unchanged
+    diagnostics: bool = False
 
 
 @dataclass
@@ -192,11 +197,12 @@ class TrainConfig:
     log_every: int = 10  # steps
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
-    amp: str = "none"  # "none" | "bf16" | "fp16"
+    amp: str = "none"  # "none" | "bf16" | "fp16" | "auto" (bf16 where native, else none: engine/precision.py)
     channels_last: bool = False
     compile: bool = False  # torch.compile the training forward (GPU; the first steps compile)
     sync_bn: bool = False  # torchrun on GPUs: BatchNorm statistics over the global batch
     find_unused_parameters: bool = False  # DDP: for models with parameters some steps do not use
+    ddp_timeout: float = 1800.0  # DDP: seconds a rank waits in a collective for the others before the run ends
     best_metric: str = "miou"
     best_mode: str = "max"  # "max" | "min"
     # weight per named loss term, over the task's defaults (1, or e.g. the regularizer's "aux" weight); the
@@ -225,6 +231,24 @@ class Config:
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
+
+
+def check_run_name(name: str, output_dir: str) -> None:
+    """``name`` must name a folder inside ``output_dir``: ``--overwrite`` empties the run directory, so a name
+    that is empty, ``.``, absolute, leads out of ``output_dir`` (``..``) or resolves to it (or above it)
+    would hand it the output folder or another one. Sub-folders (``study/arm_seed0``) are fine."""
+    normal = os.path.normpath(name) if name.strip() else ""
+    first = (Path(normal).parts or ("",))[0]
+    if not normal or normal == "." or first == ".." or Path(name).is_absolute():
+        problem = "is empty" if not name.strip() else "is absolute" if Path(name).is_absolute() else (
+            "is the output folder itself" if normal == "." else "leads out of the output folder")
+    else:
+        output, run = Path(output_dir).resolve(), (Path(output_dir) / name).resolve()
+        if run != output and run not in output.parents:
+            return
+        problem = "resolves to the output folder itself" if run == output else "resolves to a folder above it"
+    raise ConfigError(f"name={name!r} {problem}: the run directory must be a folder inside "
+                      f"output_dir={output_dir!r}; give a plain run name, e.g. name=my_run")
 
 
 def _type_name(kind: Any) -> str:
@@ -304,7 +328,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}); save the config as UTF-8") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from error
     if not isinstance(values, dict):
@@ -359,15 +385,22 @@ def _check_pair(key: str, value: list | None, *, integer: bool = False, ordered:
 
 def validate(cfg: Config) -> Config:
     """Value ranges and shapes the types alone do not catch (e.g. ``train.epochs=0``, ``crop_size=[64]``)."""
+    check_run_name(cfg.name, cfg.output_dir)
     train, data, optim = cfg.train, cfg.data, cfg.optim
-    _check(train.epochs >= 1, "train.epochs", train.epochs, "must be at least 1")
     _check(train.max_steps is None or train.max_steps >= 1, "train.max_steps", train.max_steps,
            "must be at least 1, or null for no limit")
-    for key in ("eval_every", "log_every"):
+    for key in ("epochs", "eval_every", "log_every"):
         _check(getattr(train, key) >= 1, f"train.{key}", getattr(train, key), "must be at least 1")
     _check(train.images_to_log >= 0, "train.images_to_log", train.images_to_log, "must not be negative")
     _check(train.best_mode in ("max", "min"), "train.best_mode", train.best_mode, "choose 'max' or 'min'")
-    _check(train.amp in ("none", "bf16", "fp16"), "train.amp", train.amp, "choose 'none', 'bf16' or 'fp16'")
+    _check(0 <= train.seed < 2**32, "train.seed", train.seed, "must lie in 0..2**32-1")
+    _check(train.device in ("auto", "cpu", "cuda") or train.device.startswith("cuda:") and train.device[5:].isdigit(),
+           "train.device", train.device, "choose auto, cpu, cuda or cuda:N")
+    _check(0 < train.ddp_timeout < float("inf"), "train.ddp_timeout", train.ddp_timeout, "must be positive seconds")
+    _check(all(0 <= value < float("inf") for value in train.loss_weights.values()), "train.loss_weights",
+           train.loss_weights, "weights must be finite and not negative")
+    _check(train.amp in ("none", "bf16", "fp16", "auto"), "train.amp", train.amp,
+           "choose 'none', 'bf16', 'fp16' or 'auto'")
     for key in ("batch_size", "eval_batch_size"):
         _check(getattr(data, key) >= 1, f"data.{key}", getattr(data, key), "must be at least 1")
     _check(data.num_workers >= 0, "data.num_workers", data.num_workers, "must not be negative")
@@ -381,9 +414,9 @@ def validate(cfg: Config) -> Config:
     if data.crop_area is not None:  # above 1 only as the upper bound (thesis §3.5.1: 0.5 to 2.0, zooming out)
         _check(data.crop_area[0] <= 1, "data.crop_area", data.crop_area,
                "area fractions of the image: the low bound must lie in (0, 1]")
-    _check(optim.lr > 0, "optim.lr", optim.lr, "must be positive")
-    _check(all(value >= 0 for value in optim.group_lr.values()), "optim.group_lr", optim.group_lr,
-           "learning rates must not be negative")
+    _check(0 < optim.lr <= 10, "optim.lr", optim.lr, "must be a learning rate in (0, 10]")  # NaN fails too
+    _check(all(0 <= value <= 10 for value in optim.group_lr.values()), "optim.group_lr", optim.group_lr,
+           "learning rates must lie in [0, 10]")
     _check(optim.weight_decay >= 0, "optim.weight_decay", optim.weight_decay, "must not be negative")
     _check(0 <= optim.momentum < 1, "optim.momentum", optim.momentum, "must lie in [0, 1)")
     _check(optim.gamma > 0, "optim.gamma", optim.gamma, "must be positive")

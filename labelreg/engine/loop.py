@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -36,9 +37,12 @@ from tqdm import tqdm
 
 from labelreg.config import Config, ConfigError, save_config
 from labelreg.data.loader import Batch, set_loader_epoch, to_device
-from labelreg.engine.checkpoint import (TrainState, checkpoint_payload, claim_run_directory, repair_run,
-                                        restore_rng_state, resume_changes, run_directory, write_metrics_json)
+from labelreg.cli_args import progress_wanted  # off after --no-progress
+from labelreg.engine.checkpoint import (TrainState, checkpoint_payload, epoch_log_line, repair_run,
+                                        restore_rng_state, resume_changes, write_metrics_json)
+from labelreg.engine.rundir import claim_run_directory, mark_run_directory, run_directory
 from labelreg.engine.optim import build_optimizer, build_scheduler, optimizer_step
+from labelreg.engine.precision import resolve_amp
 from labelreg.runtime import all_ranks_true, all_reduce_mean, barrier, current, epoch_seed, wrap_model
 from labelreg.storage import load_checkpoint, save_checkpoint
 
@@ -81,11 +85,12 @@ class LoopSpec:
 
 
 def autocast(device: torch.device, amp: str):
-    """``torch.autocast`` for ``train.amp``: ``none`` (disabled), ``bf16`` or ``fp16``."""
+    """``torch.autocast`` for ``train.amp``: ``none`` (disabled), ``bf16``, ``fp16`` or ``auto`` (``precision.py``)."""
+    amp = resolve_amp(amp, device)
     if amp == "none":
         return torch.autocast(device.type, enabled=False)
     if amp not in ("bf16", "fp16"):
-        raise ConfigError(f"train.amp={amp!r}; choose 'none', 'bf16' or 'fp16'")
+        raise ConfigError(f"train.amp={amp!r}; choose 'none', 'bf16', 'fp16' or 'auto'")
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
@@ -123,7 +128,7 @@ def train_one_epoch(spec: LoopSpec, loader: DataLoader, optimizer: torch.optim.O
     steps = 0
     terms: dict[str, torch.Tensor] = {}
     progress = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}", leave=False, dynamic_ncols=True,
-                    disable=None if current().is_main else True)
+                    disable=None if current().is_main and progress_wanted() else True)  # None: bars on a terminal only
     for batch in progress:
         batch = spec.augment(to_device(batch, device))
         if cfg.train.channels_last:  # the model's weights are channels_last too (the trainers convert them)
@@ -164,7 +169,8 @@ def predict_batches(model: nn.Module, loader: Iterable[Batch], device: torch.dev
     was_training = model.training
     model.eval()
     try:
-        for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=None):
+        for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True,
+                          disable=None if progress_wanted() else True):
             batch = preprocess(to_device(batch, device))
             with autocast(device, amp):
                 outputs = forward(model, batch)
@@ -195,13 +201,35 @@ def fit(cfg: Config, spec: LoopSpec, train_loader: DataLoader, val_loader: DataL
         return _fit(cfg, spec, train_loader, val_loader, device=device, resume=resume)
 
 
-def claim_for_training(run_dir: str | Path, resume: str | Path | None = None):
+@contextmanager
+def claim_for_training(run_dir: str | Path, resume: str | Path | None = None, *, cfg: Config | None = None):
     """``claim_run_directory`` as ``fit`` takes it: continuing this run's own checkpoint may write over its
     files; a checkpoint from elsewhere starts a new run, which refuses a folder holding checkpoints. A task
     that writes into the run directory before ``fit`` (derived values, cached statistics) claims it first
-    with this, so a refused run leaves a finished one untouched."""
+    with this and its ``cfg``, so a refused run or a refused resume (``check_resume``) leaves a finished
+    one untouched."""
+    if cfg is not None:
+        check_resume(cfg, resume)
     resume_here = resume is not None and run_directory(resume) == Path(run_dir).resolve()
-    return claim_run_directory(run_dir, resume=resume_here)
+    with claim_run_directory(run_dir, resume=resume_here) as lock:
+        yield lock
+
+
+def _resume_checkpoint(cfg: Config, resume: str | Path, device: torch.device | str = "cpu") -> tuple[dict, dict]:
+    """The checkpoint ``resume`` and the settings ``cfg`` changes (``resume_changes``, which refuses the others)."""
+    checkpoint = load_checkpoint(resume, map_location=device)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("config"), dict) or "epoch" not in checkpoint:
+        raise ConfigError(f"{resume} is not a checkpoint written by labelreg's training (no config and epoch "
+                          "in it), so there is nothing to resume; start a new run from its weights with "
+                          "model.init_from= instead")
+    return checkpoint, resume_changes(checkpoint["config"], cfg)
+
+
+def check_resume(cfg: Config, resume: str | Path | None) -> None:
+    """Refuse a resume of ``cfg`` from ``resume`` (a checkpoint that is not a training one, settings it may not
+    change, another task) before anything is written; nothing to check without ``resume``."""
+    if resume is not None:
+        _resume_checkpoint(cfg, resume)
 
 
 def _fit(cfg: Config, spec: LoopSpec, train_loader: DataLoader, val_loader: DataLoader | None, *,
@@ -212,11 +240,7 @@ def _fit(cfg: Config, spec: LoopSpec, train_loader: DataLoader, val_loader: Data
         raise ConfigError(f"train.best_mode={cfg.train.best_mode!r}; choose 'max' or 'min'")
     checkpoint, changes = None, {}
     if resume is not None:  # checked before anything is written: a refused resume leaves the run as it was
-        checkpoint = load_checkpoint(resume, map_location=device)
-        changes = resume_changes(checkpoint["config"], cfg)
-    if main_process:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
+        checkpoint, changes = _resume_checkpoint(cfg, resume, device)
 
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * cfg.train.epochs
@@ -226,6 +250,8 @@ def _fit(cfg: Config, spec: LoopSpec, train_loader: DataLoader, val_loader: Data
     scheduler = build_scheduler(cfg.optim, optimizer, total_steps)
     # fp16 gradients underflow on any device, so fp16 always trains with a loss scaler (as the bench's fp16 rows)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
+    if cfg.train.amp == "auto" and main_process:
+        print(f"train.amp=auto: {resolve_amp('auto', device)} on this {device.type} (labelreg.engine.precision)")
     state = TrainState()
 
     if checkpoint is not None:
@@ -239,6 +265,11 @@ def _fit(cfg: Config, spec: LoopSpec, train_loader: DataLoader, val_loader: Data
         state = TrainState.from_checkpoint(checkpoint)
         restore_rng_state(checkpoint["rng"])
         print(f"resumed from {resume}: epoch {state.epoch}, step {state.step}")
+    if main_process:  # the first write: every state is loaded, so a checkpoint that does not fit changed nothing
+        mark_run_directory(run_dir)
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    if checkpoint is not None:
         if main_process:
             notes = []
             if Path(resume).resolve() == (run_dir / "checkpoints" / "last.pt").resolve():
@@ -260,7 +291,10 @@ def _fit(cfg: Config, spec: LoopSpec, train_loader: DataLoader, val_loader: Data
                              find_unused_parameters=cfg.train.find_unused_parameters)
     if cfg.train.compile:
         train_model = torch.compile(train_model)
-    writer = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=state.step or None) if main_process else None
+    # events after the resumed step are from epochs the checkpoint never committed: TensorBoard drops them. The
+    # resumed epoch's own validation scalars were logged at state.step itself, so they stay (purge_step is inclusive)
+    writer = (SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=state.step + 1 if state.step else None)
+              if main_process else None)
     try:
         while state.epoch < cfg.train.epochs:
             if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
@@ -316,9 +350,7 @@ def _fit(cfg: Config, spec: LoopSpec, train_loader: DataLoader, val_loader: Data
             if improved:
                 save_checkpoint(run_dir / "checkpoints" / "best.pt", payload)
             write_metrics_json(run_dir, state, cfg)
-            summary = "  ".join(f"{k}={v:.4f}" for k, v in entry.items()
-                                if isinstance(v, float) and k != "seconds" and k.count("/") == 1)
-            line = f"[{cfg.name}] epoch {state.epoch}/{cfg.train.epochs} ({entry['seconds']:.1f}s)  {summary}"
+            line = epoch_log_line(cfg.name, entry, cfg.train.epochs)
             tqdm.write(line)
             with open(run_dir / "train.log", "a") as log:
                 log.write(line + "\n")
