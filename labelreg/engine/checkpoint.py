@@ -1,12 +1,9 @@
-"""What the engine keeps on disk: run directories, checkpoints, RNG state and the resume checks.
+"""What the engine keeps on disk: checkpoints, RNG state, the resume checks and the repairs on resume.
 
-A run directory (``<output_dir>/<name>``) holds ``config.yaml``, ``checkpoints/{last,best}.pt``,
-``metrics.json``, ``train.log`` and TensorBoard events (``tb/``). It belongs to one process at a
-time: ``claim_run_directory`` holds ``<run>/.lock`` (an flock, so the kernel frees it when the
-process dies, plus the holder's pid and host) for the run's lifetime. It refuses to start a new run
-over existing checkpoints unless resuming or asked to overwrite, and removes temp files that killed
-writes left behind. Checkpoints are written last.pt first (the commit point), then best.pt, then
-metrics.json; ``repair_run`` brings the other two back in line with last.pt on resume.
+A run directory (``<output_dir>/<name>``, see :mod:`labelreg.engine.rundir`) holds ``config.yaml``,
+``checkpoints/{last,best}.pt``, ``metrics.json``, ``train.log`` and TensorBoard events (``tb/``).
+Every epoch is written last.pt first (the commit point), then best.pt, then metrics.json, then its
+``train.log`` line; ``repair_run`` brings the other three back in line with last.pt on resume.
 
 A checkpoint (``checkpoint_payload``) holds the model, optimizer, schedule and loss-scaler state,
 the ``TrainState`` (epochs and steps done, best value, history), the global RNG states and the
@@ -14,14 +11,9 @@ config; ``resume_changes`` names the settings a resume may not change.
 """
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import random
-import shutil
-import socket
-import time
-from contextlib import contextmanager
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +23,7 @@ import torch
 from torch import nn
 
 from labelreg.config import Config, ConfigError, to_dict
-from labelreg.storage import TEMPORARY_PATTERN, json_safe, load_checkpoint, save_checkpoint, write_json
+from labelreg.storage import json_safe, load_checkpoint, save_checkpoint, write_json
 
 
 @dataclass
@@ -84,158 +76,16 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# ----------------------------------------------------------------------------- run directories
-
-
-class RunDirectoryError(RuntimeError):
-    """A run directory that cannot be used as asked (it holds a finished run, another process writes it…)."""
-
-
-def run_directory(checkpoint_path: str | Path) -> Path:
-    """``runs/x/checkpoints/best.pt`` → ``runs/x`` (a loose checkpoint: its folder)."""
-    folder = Path(checkpoint_path).resolve().parent
-    return folder.parent if folder.name == "checkpoints" else folder
-
-
-LOCK_NAME = ".lock"
-_HELD: dict[Path, "RunLock"] = {}
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class RunLock:
-    """``<run>/.lock``: an exclusive flock held while the run is alive; the file names its holder."""
-
-    def __init__(self, run_dir: str | Path) -> None:
-        self.path = Path(run_dir) / LOCK_NAME
-        self.fd: int | None = None
-        self.took_over: dict | None = None  # the stale holder this lock replaced
-
-    @staticmethod
-    def _holder(fd_or_path) -> dict:
-        try:
-            if isinstance(fd_or_path, int):
-                text = os.pread(fd_or_path, 4096, 0).decode(errors="replace")
-            else:
-                text = Path(fd_or_path).read_text(errors="replace")
-            holder = json.loads(text) if text.strip() else {}
-            return holder if isinstance(holder, dict) else {}
-        except (OSError, ValueError):
-            return {}
-
-    def acquire(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                holder = self._holder(fd)
-                os.close(fd)
-                raise RunDirectoryError(
-                    f"{self.path.parent} is in use by pid {holder.get('pid', '?')} on host {holder.get('host', '?')} "
-                    f"(lock {self.path}); wait for that run to end, or choose another name=/output_dir=") from None
-            try:  # the file may have been released (unlinked) between our open and our flock
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        holder, host = self._holder(fd), socket.gethostname()
-        if holder and holder.get("host") not in (None, host):
-            os.close(fd)
-            raise RunDirectoryError(
-                f"{self.path.parent} is locked by pid {holder.get('pid', '?')} on host {holder['host']} (lock "
-                f"{self.path}); if that run has ended, delete the lock file and start again")
-        if holder and holder.get("pid") != os.getpid():
-            self.took_over = holder
-        record = json.dumps({"pid": os.getpid(), "host": host, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, record.encode(), 0)
-        self.fd = fd
-        return self
-
-    def release(self) -> None:
-        if self.fd is None:
-            return
-        try:
-            self.path.unlink(missing_ok=True)  # still holding the flock: nobody else owns this file yet
-        finally:
-            os.close(self.fd)
-            self.fd = None
-
-
-def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
-    """Delete ``.<name>.tmp-<pid>`` files in the run (and its checkpoints) whose writer is no longer running."""
-    removed = []
-    for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
-        for temporary in folder.glob(TEMPORARY_PATTERN) if folder.is_dir() else ():
-            pid = temporary.name.rsplit(".tmp-", 1)[-1]
-            if not pid.isdigit() or int(pid) == os.getpid() or not _pid_alive(int(pid)):
-                temporary.unlink(missing_ok=True)
-                removed.append(temporary)
-    return removed
-
-
-def _is_main_rank() -> bool:
-    """Rank 0 (or no torchrun); read from the environment, so it works before the process group exists."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-@contextmanager
-def claim_run_directory(run_dir: str | Path, *, resume: bool = False, overwrite: bool = False):
-    """Hold ``run_dir`` for this process (rank 0 only under torchrun) for the ``with`` block.
-
-    Refuses a run directory that already holds checkpoints unless ``resume`` (continue it) or
-    ``overwrite`` (first delete everything in it: checkpoints, metrics, logs, TensorBoard events,
-    evaluations and caches such as class frequencies). Nested
-    claims of the same folder in one process (the CLI, then ``fit``) are free.
-    """
-    key = Path(run_dir).resolve()
-    if key in _HELD or not _is_main_rank():
-        yield _HELD.get(key)
-        return
-    lock = RunLock(run_dir).acquire()
-    _HELD[key] = lock
-    try:
-        if lock.took_over:
-            print(f"{run_dir}: took over the stale lock of pid {lock.took_over.get('pid')} (no longer running)")
-        for temporary in remove_stale_temporaries(run_dir):
-            print(f"removed {temporary}, left by an interrupted write")
-        existing = sorted(p.name for p in (Path(run_dir) / "checkpoints").glob("*.pt"))
-        if existing and not resume:
-            if not overwrite:
-                raise RunDirectoryError(
-                    f"{run_dir} already holds checkpoints ({', '.join(existing)}); pass --resume to continue that "
-                    "run, --overwrite to replace it, or choose another name=/output_dir=")
-            for target in Path(run_dir).iterdir():  # everything the earlier run left, e.g. cached class frequencies
-                if target.name == LOCK_NAME:
-                    continue
-                if target.is_dir() and not target.is_symlink():
-                    shutil.rmtree(target)
-                else:
-                    target.unlink()
-            print(f"--overwrite: removed everything the earlier run left in {run_dir}")
-        yield lock
-    finally:
-        del _HELD[key]
-        lock.release()
+# ----------------------------------------------------------------------------- repairs on resume
 
 
 def repair_run(run_dir: str | Path, last: dict[str, Any]) -> list[str]:
-    """Bring best.pt and metrics.json in line with ``last`` (the loaded last.pt, the commit point).
+    """Bring best.pt, metrics.json and train.log in line with ``last`` (the loaded last.pt, the commit point).
 
     last.pt is written first, so after a crash best.pt can only lag when last.pt's own epoch is
-    the best one — then best.pt is rewritten from it. Returns what was repaired (or found unrepairable).
+    the best one — then best.pt is rewritten from it. metrics.json is rewritten from last.pt's history,
+    and train.log gets the lines of the epochs it lacks (``repair_train_log``). Returns what was
+    repaired (or found unrepairable).
     """
     notes = []
     run_dir = Path(run_dir)
@@ -266,7 +116,39 @@ def repair_run(run_dir: str | Path, last: dict[str, Any]) -> list[str]:
         _write_metrics(run_dir, state, config.get("best_metric"), config.get("best_mode"))
         notes.append(f"rewrote {metrics_path} from last.pt ({len(history)} epochs; it held "
                      f"{'none' if recorded is None else len(recorded)})")
-    return notes
+    return notes + repair_train_log(run_dir, last)
+
+
+_LOGGED_EPOCH = re.compile(r"^\[.*\] epoch (\d+)/\d+ \(", re.MULTILINE)
+
+
+def epoch_log_line(name: str, entry: dict[str, Any], epochs: int) -> str:
+    """The ``train.log`` line of one history entry: ``[name] epoch k/epochs (seconds)  train/… val/…``."""
+    summary = "  ".join(f"{key}={value:.4f}" for key, value in entry.items()
+                        if isinstance(value, float) and key != "seconds" and key.count("/") == 1)
+    return f"[{name}] epoch {entry['epoch']}/{epochs} ({entry.get('seconds', 0.0):.1f}s)  {summary}"
+
+
+def repair_train_log(run_dir: str | Path, last: dict[str, Any]) -> list[str]:
+    """Append to ``train.log`` the lines of last.pt's epochs it lacks (a crash after last.pt, before the log line).
+
+    The lines are rebuilt from last.pt's history (with the epoch count of its config); the returned note
+    (which ``fit`` logs after them) says so. A log line is appended after last.pt, so only the latest
+    epochs can be missing, and appending keeps the log in epoch order.
+    """
+    log = Path(run_dir) / "train.log"
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    logged = {int(epoch) for epoch in _LOGGED_EPOCH.findall(text)}
+    missing = [entry for entry in last.get("history", []) if entry.get("epoch") not in logged]
+    if not missing:
+        return []
+    config = last.get("config", {})
+    epochs = config.get("train", {}).get("epochs", last["epoch"])
+    note = (f"repaired {log}: epoch {', '.join(str(entry['epoch']) for entry in missing)} "
+            "rewritten from last.pt (the run stopped before logging it)")
+    with open(log, "a") as handle:
+        handle.write("".join(epoch_log_line(config.get("name", "?"), entry, epochs) + "\n" for entry in missing))
+    return [note]
 
 
 # keys a resume may change: they only steer the loop (how long, how often, where), not the state it restores

@@ -107,7 +107,7 @@ def _check_task(cfg: Config) -> Config:
 def train(cfg: Config, resume: str | Path | None = None) -> dict:
     """Train per ``cfg``; returns the engine's final state as a dict (plus ``class_names``)."""
     cfg = _check_task(cfg)
-    with claim_for_training(cfg.run_dir, resume):  # before classes.json is written: a refused run changes nothing
+    with claim_for_training(cfg.run_dir, resume, cfg=cfg):  # before classes.json: a refused run changes nothing
         return _train(cfg, resume)
 
 

@@ -29,8 +29,8 @@ from labelreg.models.tvseg import TV_PREFIX, TV_TAPS, is_torchvision_name
 from labelreg.palette import IGNORE_INDEX
 from labelreg.runtime import all_reduce_sum, barrier, broadcast_flag, current, resolve_device
 from labelreg.storage import load_checkpoint, write_json
-from labelreg.tasks.evaluate import evaluate_segmentation, evaluation_loader
-from labelreg.tasks.inference import predict_probabilities
+from labelreg.tasks.evaluate import evaluate_segmentation, evaluation_loader, predict_at_size
+from labelreg.tasks.inference import inference_sizes, predict_probabilities
 from labelreg.tasks.resolved import write_resolved
 from labelreg.tasks.start import start_label_map_run
 from labelreg.viz import image_grid, label_image, segmentation_figure, to_uint8_image
@@ -163,11 +163,10 @@ def loop_spec(cfg: Config, model: nn.Module, class_names: list[str],
     loss_weights = default_loss_weights(cfg, model) if loss_weights is None else dict(loss_weights)
     has_aux_output = isinstance(model, (DecoderRegularized, RegularizedOutputs))
 
-    single_pass = list(cfg.eval.scales) == [1.0] and not cfg.eval.short_sides and not cfg.eval.flip
-
     def predict(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
-        if single_pass:  # one forward gives both the primary and the auxiliary output
-            outputs = model(batch["image"])
+        sizes = inference_sizes(*batch["image"].shape[-2:], cfg.eval.scales, cfg.eval.short_sides)
+        if len(sizes) == 1 and not cfg.eval.flip:  # one forward (at one size) gives the primary and auxiliary output
+            outputs = predict_at_size(model, batch["image"], sizes[0])
             result = {"seg": outputs["seg"].float().softmax(dim=1)}
         else:
             result = {"seg": predict_probabilities(model, batch["image"], scales=cfg.eval.scales,

@@ -14,7 +14,7 @@ import labelreg.engine.loop as engine_loop
 from labelreg.config import ConfigError, config_from_dict
 from labelreg.data.loader import make_loader
 from labelreg.demo import DEMO_AE_CONFIG, train_stage
-from labelreg.engine import RunDirectoryError, claim_run_directory, fit
+from labelreg.engine import RUN_MARKER, RunDirectoryError, claim_run_directory, fit
 from labelreg.storage import load_checkpoint
 from tests.engine import test_engine
 from tests.engine.test_engine import Points, Regressor, make_task, run
@@ -35,10 +35,10 @@ def test_a_new_run_refuses_a_folder_with_checkpoints(tmp_path):
     assert (cfg.run_dir / "checkpoints" / "best.pt").read_bytes() == best
     assert (cfg.run_dir / "metrics.json").read_text() == metrics
     assert not (cfg.run_dir / ".lock").exists()  # released after the refusal
-    # an explicit overwrite starts afresh: whatever the old run left is gone first
+    # an explicit overwrite starts afresh: whatever the old run wrote is gone first
     (cfg.run_dir / "class_frequencies.json").write_text("{}")  # a cache computed from the earlier run's data
     with claim_run_directory(cfg.run_dir, overwrite=True):
-        assert [p.name for p in cfg.run_dir.iterdir()] == [".lock"]
+        assert sorted(p.name for p in cfg.run_dir.iterdir()) == [RUN_MARKER, ".lock"]
         _, _, state = run(tmp_path, "done", epochs=2)
     assert state.epoch == 2 and len(json.loads((cfg.run_dir / "metrics.json").read_text())["history"]) == 2
     assert len((cfg.run_dir / "train.log").read_text().splitlines()) == 2
@@ -50,7 +50,7 @@ def test_a_new_run_refuses_a_folder_with_checkpoints(tmp_path):
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from labelreg.engine.checkpoint import claim_run_directory
+    from labelreg.engine.rundir import claim_run_directory
     with claim_run_directory(sys.argv[1]):
         print("locked", flush=True)
         time.sleep(120)
@@ -124,14 +124,16 @@ def test_crash_between_last_and_best_is_repaired_on_resume(tmp_path, monkeypatch
 
 
 def test_stale_temporary_files_are_removed_on_start(tmp_path):
+    """Whoever holds the run's lock is its only writer, so every temp file found then is stale, also one whose
+    pid now belongs to a live process (pids are reused: here the test's parent, and the claimant itself)."""
     cfg, _, _ = run(tmp_path, "tmp", epochs=1)
     pid = dead_pid()
-    stale = [cfg.run_dir / "checkpoints" / f".last.pt.tmp-{pid}", cfg.run_dir / f".metrics.json.tmp-{pid}"]
-    live = cfg.run_dir / "checkpoints" / f".best.pt.tmp-{os.getppid()}"  # a running writer's file is kept
-    for path in (*stale, live):
+    stale = [cfg.run_dir / "checkpoints" / f".last.pt.tmp-{pid}", cfg.run_dir / f".metrics.json.tmp-{pid}",
+             cfg.run_dir / "checkpoints" / f".best.pt.tmp-{os.getppid()}", cfg.run_dir / f".train.log.tmp-{os.getpid()}"]
+    for path in stale:
         path.write_bytes(b"partial")
     run(tmp_path, "tmp", epochs=2, resume=cfg.run_dir / "checkpoints" / "last.pt")
-    assert not any(path.exists() for path in stale) and live.exists()
+    assert [path.name for path in stale if path.exists()] == []
 
 
 def test_resume_refuses_changed_settings_and_logs_allowed_ones(tmp_path):
