@@ -96,7 +96,15 @@ class LabelDecoder(nn.Module):
         return self.classifier(x)
 
     def decode_to(self, code: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """B×K×h×w predicted code → B×C×size logits (phase two's auxiliary branch, §5.3.3).
+        """B×K×h×w predicted code → B×C×H×W logits, ``size`` = (H, W) (phase two's auxiliary branch, §5.3.3).
+
+        Geometry: phase one pads a label map at the bottom and right (ignore label) to 16h×16w,
+        h = ⌈H/16⌉, w = ⌈W/16⌉, and crops the reconstruction back to its top-left H×W
+        (``labelreg.tasks.autoencoder.autoencoder_forward``), so code cell (i, j) stands for the pixels
+        [16i, 16i + 16) × [16j, 16j + 16). The decoder's 16h×16w output is therefore cropped to its top-left
+        H×W here, never resized: a resize would stretch every cell by H / 16h (at 180×240: 180 rows over
+        192, cell 11 moved by ~11 px). The crop is exact for any code of ⌈H/16⌉×⌈W/16⌉ cells; any other
+        code size is refused.
 
         On the CPU the decoder runs channels-last: it grows its maps to full resolution, and in that layout
         oneDNN's convolutions and the bilinear upsampling skip the per-layer layout reorders (forward + input
@@ -104,12 +112,19 @@ class LabelDecoder(nn.Module):
         rounding. Elsewhere the code keeps the caller's layout (``train.channels_last`` chooses it on a GPU,
         where this was not measured). Phase one keeps the contiguous layout, where it measured no faster.
         """
+        rows, cols = code.shape[-2:]
+        height, width = size
+        if not (DOWNSAMPLING * (rows - 1) < height <= DOWNSAMPLING * rows
+                and DOWNSAMPLING * (cols - 1) < width <= DOWNSAMPLING * cols):
+            raise ValueError(f"a {rows}×{cols} code decodes {DOWNSAMPLING * rows}×{DOWNSAMPLING * cols} pixels; "
+                             f"{height}×{width} needs a ⌈H/16⌉×⌈W/16⌉ = "
+                             f"{-(-height // DOWNSAMPLING)}×{-(-width // DOWNSAMPLING)} code")
         if code.device.type == "cpu":
             code = code.contiguous(memory_format=torch.channels_last)
         logits = self(code)
-        if tuple(logits.shape[-2:]) == tuple(size):  # align_corners=False at scale 1 is the identity
+        if tuple(logits.shape[-2:]) == (height, width):
             return logits
-        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return logits[..., :height, :width]
 
 
 class LabelAutoencoder(nn.Module):

@@ -76,6 +76,29 @@ def choose_tap(shapes: dict[str, torch.Size], requested: str | None = None,
     return "ppm" if "ppm" in names else names[-1]
 
 
+def align_to_code_grid(feature: torch.Tensor, stride: tuple[float, float],
+                       code_size: tuple[int, int]) -> torch.Tensor:
+    """B×F×h'×w' feature of ``stride`` pixels per cell → B×F×``code_size`` on phase one's code grid.
+
+    A code cell (i, j) covers the pixels [16i, 16i + 16) × [16j, 16j + 16) from the image's top-left
+    (see ``LabelDecoder.decode_to``); a feature cell k of stride s, [ks, ks + s). A feature at 1/16 is thus
+    taken cell for cell: at a size that is not a multiple of 16 the backbone's floor-rounded map lacks
+    the last, partial cell, which copies its neighbour (edge padding), and a surplus cell is dropped;
+    stretching the map over the code instead (a resize) would shift the middle cells by up to half a
+    cell. Any other stride is resampled bilinearly by s/16 with the cell centres matched
+    (align_corners=False at that exact scale), then cut or edge-padded the same way.
+    """
+    if stride != (DOWNSAMPLING, DOWNSAMPLING):
+        scale = (stride[0] / DOWNSAMPLING, stride[1] / DOWNSAMPLING)
+        feature = F.interpolate(feature, scale_factor=scale, mode="bilinear", align_corners=False,
+                                recompute_scale_factor=False)
+    feature = feature[..., :code_size[0], :code_size[1]]
+    missing_rows, missing_cols = code_size[0] - feature.shape[-2], code_size[1] - feature.shape[-1]
+    if missing_rows or missing_cols:
+        feature = F.pad(feature, (0, missing_cols, 0, missing_rows), mode="replicate")
+    return feature
+
+
 class _Regularized(nn.Module):
     """Common part: the wrapped segmenter, the frozen (or not) autoencoder half, train-mode handling."""
 
@@ -110,7 +133,10 @@ class _Regularized(nn.Module):
 class DecoderRegularized(_Regularized):
     """``forward(x)`` → the segmenter's outputs plus ``aux_seg`` (B×C×H×W through the decoder) and
     ``aux_code`` (B×K×⌈H/16⌉×⌈W/16⌉, the predicted decoder input). With ``aux_crop`` in training:
-    ``aux_seg`` covers only the pixel window ``aux_window`` = (y0, x0, y1, x1) of the image."""
+    ``aux_seg`` covers only the pixel window ``aux_window`` = (y0, x0, y1, x1) of the image.
+
+    At any H×W a code cell covers the 16×16 pixels it covers in phase one: the tap is put on the code
+    grid by ``align_to_code_grid`` and the decoder's output is cropped, not resized (``decode_to``)."""
 
     def __init__(self, segmenter: nn.Module, autoencoder: LabelAutoencoder, *, tap: str | None = None,
                  frozen: bool = True, aux_crop: int | None = None) -> None:
@@ -120,6 +146,8 @@ class DecoderRegularized(_Regularized):
         super().__init__(segmenter, autoencoder.decoder, frozen)
         self.aux_crop = aux_crop
         self.tap = choose_tap(shapes, tap)
+        # pixels per feature cell, read off the probe (powers of two in every backbone here: 16 at 1/16)
+        self.tap_stride = (PROBE_SIZE[0] / shapes[self.tap][-2], PROBE_SIZE[1] / shapes[self.tap][-1])
         self.decoder = autoencoder.decoder
         self.to_code = nn.Conv2d(shapes[self.tap][1], autoencoder.code_channels, 1)
 
@@ -128,11 +156,9 @@ class DecoderRegularized(_Regularized):
 
     def forward(self, x: torch.Tensor) -> dict:
         outputs = self.segmenter(x)
-        code_size = (math.ceil(x.shape[-2] / DOWNSAMPLING), math.ceil(x.shape[-1] / DOWNSAMPLING))
-        feature = outputs["features"][self.tap]
-        if tuple(feature.shape[-2:]) != code_size:
-            feature = F.interpolate(feature, size=code_size, mode="bilinear", align_corners=False)
-        code = self.to_code(feature)
+        height, width = x.shape[-2:]
+        code_size = (math.ceil(height / DOWNSAMPLING), math.ceil(width / DOWNSAMPLING))
+        code = self.to_code(align_to_code_grid(outputs["features"][self.tap], self.tap_stride, code_size))
         outputs["aux_code"] = code
         rows, cols = code.shape[-2:]
         if self.training and self.aux_crop and (rows > self.aux_crop or cols > self.aux_crop):
@@ -141,14 +167,13 @@ class DecoderRegularized(_Regularized):
             r0 = int(torch.randint(rows - window_rows + 1, ()))
             c0 = int(torch.randint(cols - window_cols + 1, ()))
             code = code[..., r0:r0 + window_rows, c0:c0 + window_cols]
-            # the window's pixels, on the same scale as the full path's resize of 16h×16w to H×W
-            scale_y, scale_x = x.shape[-2] / rows, x.shape[-1] / cols
-            window = (round(r0 * scale_y), round(c0 * scale_x),
-                      round((r0 + window_rows) * scale_y), round((c0 + window_cols) * scale_x))
+            # the window's cells' own pixels (16 per cell, as in the full decode), cut at the image's edge
+            window = (DOWNSAMPLING * r0, DOWNSAMPLING * c0, min(DOWNSAMPLING * (r0 + window_rows), height),
+                      min(DOWNSAMPLING * (c0 + window_cols), width))
             outputs["aux_window"] = window
             size = (window[2] - window[0], window[3] - window[1])
         else:
-            size = x.shape[-2:]
+            size = (height, width)
         outputs["aux_seg"] = self.decoder.decode_to(code, size)
         return outputs
 

@@ -47,13 +47,14 @@ def test_encoder_and_decoder_compose_to_the_autoencoder():
 
 
 @pytest.mark.parametrize("size", [(32, 48), (37, 45)])
-def test_decode_to_is_the_decoder_then_a_bilinear_resize_run_channels_last(size):
-    """Phase two's branch: the same values (float64) and input gradients as decoder + F.interpolate, with every
-    decoder layer fed a channels-last map (the layout it is fast in, docs/bench.md)."""
+def test_decode_to_is_the_decoder_then_a_top_left_crop_run_channels_last(size):
+    """Phase two's branch: the same values (float64) and input gradients as the decoder's 16h×16w output cut to
+    its top-left H×W, with every decoder layer fed a channels-last map (the layout it is fast in, docs/bench.md)."""
     torch.manual_seed(0)
     decoder = LabelAutoencoder(5, "128").decoder.double().eval()
-    code = torch.randn(2, 128, 2, 3, dtype=torch.float64, requires_grad=True)
-    reference = F.interpolate(decoder(code), size=size, mode="bilinear", align_corners=False)
+    rows, cols = -(-size[0] // 16), -(-size[1] // 16)  # ⌈H/16⌉×⌈W/16⌉: 2×3, 3×3
+    code = torch.randn(2, 128, rows, cols, dtype=torch.float64, requires_grad=True)
+    reference = decoder(code)[..., :size[0], :size[1]]
     (grad_reference,) = torch.autograd.grad(reference.square().sum(), code)
     layouts = []
     hooks = [m.register_forward_pre_hook(lambda _m, args: layouts.append(
@@ -66,6 +67,28 @@ def test_decode_to_is_the_decoder_then_a_bilinear_resize_run_channels_last(size)
     assert logits.shape == (2, 5, *size)
     assert torch.allclose(logits, reference, atol=1e-12) and torch.allclose(grad, grad_reference, atol=1e-12)
     assert layouts == [True] * 5
+
+
+def test_decode_to_keeps_phase_ones_cell_geometry_at_an_odd_size():
+    """A code cell stands for the same 16×16 pixels as in phase one, which pads a 37×45 map to 48×48 at the
+    bottom/right and crops back: the reconstruction of the padded map's code, cut to 37×45, is what
+    ``decode_to`` gives for the unpadded size (a resize would stretch 48 rows onto 37)."""
+    torch.manual_seed(0)
+    model = LabelAutoencoder(4, "32").double().eval()
+    label = torch.zeros(1, 37, 45, dtype=torch.long)
+    label[:, 16:32, 32:] = 3  # a block whose edges are cell edges: rows 16..31, columns 32..44
+    padded = F.pad(label, (0, 3, 0, 11), value=255)
+    with torch.no_grad():
+        code = model.encoder(one_hot_labels(padded, 4).double())
+        phase_one = model.decoder(code)[..., :37, :45]  # labelreg.tasks.autoencoder.autoencoder_forward
+        logits = model.decoder.decode_to(code, (37, 45))
+    assert code.shape[-2:] == (3, 3)
+    assert torch.equal(logits, phase_one)
+    # the same code decoded to the full padded extent agrees pixel for pixel inside the image
+    with torch.no_grad():
+        assert torch.equal(model.decoder.decode_to(code, (48, 48))[..., :37, :45], logits)
+    with pytest.raises(ValueError, match=r"37×45 needs a ⌈H/16⌉×⌈W/16⌉ = 3×3 code"):
+        model.decoder.decode_to(code[..., :2, :], (37, 45))
 
 
 def test_every_parameter_gets_a_gradient():

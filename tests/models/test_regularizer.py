@@ -11,8 +11,8 @@ import labelreg
 from labelreg.config import ConfigError, load_config
 from labelreg.losses import masked_cross_entropy, masked_one_hot_mse
 from labelreg.models import LabelAutoencoder, build_segmenter
-from labelreg.models.regularizer import (DecoderRegularized, EncoderRegularized, aux_target, choose_tap,
-                                         plain_segmenter_state, probe_features)
+from labelreg.models.regularizer import (DecoderRegularized, EncoderRegularized, align_to_code_grid, aux_target,
+                                         choose_tap, plain_segmenter_state, probe_features)
 from labelreg.storage import save_checkpoint
 from labelreg.tasks.segmentation import build_model, default_loss_weights, model_from_checkpoint, train
 
@@ -93,6 +93,41 @@ def test_the_auxiliary_branch_runs_the_decoder_channels_last(wrapper):
     assert layouts == [True] * 5
 
 
+@pytest.mark.parametrize("size, feature_size", [((180, 240), (11, 15)), ((37, 45), (2, 3))])
+def test_a_code_cell_covers_the_same_pixels_as_in_phase_one_at_any_size(size, feature_size):
+    """At 180×240 (CamVid at half resolution) the backbone's 1/16 map is 11×15 and the code 12×15: feature cell k
+    is code cell k (no stretch) and the partial last row copies its neighbour; the decoder's 16h×16w output is cut
+    to the image's top-left H×W, as phase one crops its padded reconstruction (no resize)."""
+    torch.manual_seed(0)
+    model = DecoderRegularized(tiny_segmenter(), trained_autoencoder()).eval()
+    assert model.tap_stride == (16, 16)
+    taps = []
+    model.segmenter.backbone.features.denseblock3.register_forward_hook(lambda _m, _i, out: taps.append(out))
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, *size))
+        assert taps[0].shape[-2:] == feature_size  # rounded by the backbone's pooling
+        code = model.to_code(taps[0])
+        assert out["aux_code"].shape[-2:] == (-(-size[0] // 16), -(-size[1] // 16)) == (feature_size[0] + 1,
+                                                                                        feature_size[1])
+        torch.testing.assert_close(out["aux_code"][..., :-1, :], code, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(out["aux_code"][..., -1, :], out["aux_code"][..., -2, :])  # the copied row
+        assert out["aux_seg"].shape[-2:] == size
+        torch.testing.assert_close(out["aux_seg"], model.decoder(out["aux_code"])[..., :size[0], :size[1]])
+
+
+def test_taps_at_other_strides_are_resampled_with_cell_centres_matched():
+    """Rows of a 1/8 map (5 rows at H = 37) → the 3 code rows: code cell i (pixels 16i..16i+15, centre 16i + 8)
+    sits between feature rows 2i and 2i + 1; the partial third row copies the second. A 1/32 map's 2 rows →
+    source rows (i + 0.5)/2 − 0.5 = −0.25 (clamped), 0.25, 0.75."""
+    rows = torch.arange(5, dtype=torch.float64).view(1, 1, 5, 1).expand(1, 1, 5, 2)
+    eighth = align_to_code_grid(rows, (8, 8), (3, 1))
+    assert eighth[0, 0, :, 0].tolist() == [0.5, 2.5, 2.5]
+    coarse = torch.tensor([0.0, 4.0], dtype=torch.float64).view(1, 1, 2, 1)
+    assert align_to_code_grid(coarse, (32, 32), (3, 1))[0, 0, :, 0].tolist() == [0.0, 1.0, 3.0]
+    same = torch.randn(1, 2, 3, 4)
+    assert torch.equal(align_to_code_grid(same, (16, 16), (3, 4)), same)
+
+
 @pytest.mark.parametrize("size", [(128, 160), (100, 130)])
 def test_aux_crop_decodes_a_window_and_matches_the_full_decode_inside_it(size):
     torch.manual_seed(0)
@@ -110,12 +145,13 @@ def test_aux_crop_decodes_a_window_and_matches_the_full_decode_inside_it(size):
         assert 0 <= y0 < y1 <= size[0] and 0 <= x0 < x1 <= size[1]
         assert out["aux_seg"].shape[-2:] == (y1 - y0, x1 - x0) == aux_target(out, label).shape[-2:]
         assert torch.equal(aux_target(out, label), label[:, y0:y1, x0:x1])
-        if size == (128, 160):  # 16 px per cell: the window is whole cells, 6×6 of the 8×10 code
-            assert (y1 - y0, x1 - x0) == (96, 96) and y0 % 16 == 0 and x0 % 16 == 0
-            # away from the window's edges the decoder sees the same code: same logits as the full decode
-            inner = (slice(None), slice(None), slice(32, -32), slice(32, -32))
-            torch.testing.assert_close(out["aux_seg"][inner], full["aux_seg"][:, :, y0:y1, x0:x1][inner],
-                                       atol=1e-5, rtol=1e-5)
+        # the window is whole cells (16 px each, as in the full decode), 6×6 of the code, cut at the image's edge
+        assert y0 % 16 == 0 and x0 % 16 == 0
+        assert (y1, x1) == (min(y0 + 96, size[0]), min(x0 + 96, size[1]))
+        # away from the window's edges the decoder sees the same code: same logits as the full decode
+        inner = (slice(None), slice(None), slice(32, (y1 - y0) - 32), slice(32, (x1 - x0) - 32))
+        torch.testing.assert_close(out["aux_seg"][inner], full["aux_seg"][:, :, y0:y1, x0:x1][inner],
+                                   atol=1e-5, rtol=1e-5)
     assert (rows, cols) == ((8, 10) if size == (128, 160) else (7, 9))
 
 
