@@ -29,6 +29,7 @@ from labelreg.models.tvseg import TV_PREFIX, TV_TAPS, is_torchvision_name
 from labelreg.palette import IGNORE_INDEX
 from labelreg.runtime import all_reduce_sum, barrier, broadcast_flag, current, resolve_device
 from labelreg.storage import load_checkpoint, write_json
+from labelreg.tasks.diagnostics import DiagnosticsRecord, finish_diagnostics, fixed_batch, with_diagnostics
 from labelreg.tasks.evaluate import evaluate_segmentation, evaluation_loader, predict_at_size
 from labelreg.tasks.inference import inference_sizes, predict_probabilities
 from labelreg.tasks.resolved import write_resolved
@@ -310,7 +311,25 @@ def _train(cfg: Config, resume: str | Path | None) -> dict:
     print(f"[{cfg.name}] {cfg.model.name}{regularizer} on {cfg.data.dataset} ({run.num_classes} classes): "
           f"{len(run.train_set)} train / {len(run.val_set)} val, {sum(p.numel() for p in model.parameters()):,} "
           f"parameters ({trainable:,} trainable), device {run.device}")
-    return fit(cfg, spec, run.train_loader, run.val_loader, device=run.device, resume=resume).as_dict()
+    if not measure_diagnostics(cfg):
+        return fit(cfg, spec, run.train_loader, run.val_loader, device=run.device, resume=resume).as_dict()
+    batch = fixed_batch(run.train_set, spec.eval_augment, run.device)
+    record = DiagnosticsRecord(cfg.run_dir, cfg.train.epochs, resume=resume is not None)
+    spec = with_diagnostics(spec, record, batch, loss_weights)
+    state = fit(cfg, spec, run.train_loader, run.val_loader, device=run.device, resume=resume)
+    encoder = None if cfg.regularizer.random_init else load_autoencoder(cfg, run.num_classes).encoder.to(run.device)
+    finish_diagnostics(spec, record, batch, loss_weights, state.epoch, encoder, run.val_loader, run.device,
+                       run.num_classes)
+    return state.as_dict()
+
+
+def measure_diagnostics(cfg: Config) -> bool:
+    """``regularizer.diagnostics`` on a regularized run, on the process that writes (rank 0)."""
+    if not cfg.regularizer.diagnostics or cfg.regularizer.kind == "none":
+        return False
+    if cfg.train.sync_bn:  # the model copy's SyncBatchNorm would wait for ranks that do not measure
+        raise ConfigError("regularizer.diagnostics=true cannot run with train.sync_bn=true")
+    return current().is_main
 
 
 def resolved_record(cfg: Config, model: nn.Module, loss_weights: dict[str, float],
