@@ -237,21 +237,14 @@ class Config:
 
 
 def check_run_name(name: str, output_dir: str) -> None:
-    """``name`` must name a folder inside ``output_dir``: ``--overwrite`` empties the run directory, so a name
-    that is empty, ``.``, absolute, leads out of ``output_dir`` (``..``) or resolves to it (or above it)
-    would hand it the output folder or another one. Sub-folders (``study/arm_seed0``) are fine."""
-    normal = os.path.normpath(name) if name.strip() else ""
-    first = (Path(normal).parts or ("",))[0]
-    if not normal or normal == "." or first == ".." or Path(name).is_absolute():
-        problem = "is empty" if not name.strip() else "is absolute" if Path(name).is_absolute() else (
-            "is the output folder itself" if normal == "." else "leads out of the output folder")
-    else:
-        output, run = Path(output_dir).resolve(), (Path(output_dir) / name).resolve()
-        if run != output and run not in output.parents:
-            return
-        problem = "resolves to the output folder itself" if run == output else "resolves to a folder above it"
-    raise ConfigError(f"name={name!r} {problem}: the run directory must be a folder inside "
-                      f"output_dir={output_dir!r}; give a plain run name, e.g. name=my_run")
+    """``name`` is a folder inside ``output_dir`` (``--overwrite`` empties it): not empty, ``.``, absolute, led by
+    ``..``, nor resolving to ``output_dir`` or above it. Sub-folders (``study/arm_seed0``) are fine."""
+    output, run = Path(output_dir).resolve(), (Path(output_dir) / name).resolve()
+    parts = Path(os.path.normpath(name)).parts if name.strip() else ()
+    if parts and parts[0] != ".." and not Path(name).is_absolute() and run != output and run not in output.parents:
+        return
+    raise ConfigError(f"name={name!r} does not name a folder inside output_dir={output_dir!r} (it is empty, '.', "
+                      "absolute, leads out with '..' or resolves to the output folder); give a run name: name=my_run")
 
 
 def _type_name(kind: Any) -> str:
