@@ -1,46 +1,45 @@
-"""labelreg <subcommand> [options]: synthetic data, training (label autoencoder, segmenters with or without
-the label-structure regularizer, classifiers, joint depth), evaluation, label-space queries, weak supervision,
-benchmarks, the demo and the regularizer study. "labelreg <subcommand> --help" shows one subcommand's options."""
+"""``labelreg <command>``: the command line (the ``labelreg`` console script and ``python -m labelreg.cli``).
+
+Layout rule (checked by tests/test_layout.py through scripts/import_graph.py): this module builds the parser
+from the standard library and ``labelreg.cli_args`` only, so ``labelreg --help`` and every ``--help`` start
+without torch. What a command needs (torch, the tasks, the demo, the study…) is imported inside that
+command's function, one of the functions the ``COMMANDS`` table names, and only when the command runs.
+Those imports are edges of the import graph like any other, so the layering and cycle checks see them.
+"""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import errno
+import os
 import sys
-import time
+from importlib import metadata
 from pathlib import Path
 
-from depth.task import DEPTH_TASK, metrics_protocol
-from labelreg.bench.cli import register as register_bench
-from labelreg.cli_args import parse_size
-from labelreg.data.synthetic import write_synthetic_dataset
-from labelreg.config import ConfigError, config_from_dict, load_config, to_dict
-from labelreg.engine import claim_run_directory, run_directory
-from labelreg.models.regularizer import plain_segmenter_state
-from labelreg.storage import load_checkpoint, save_checkpoint, write_json
-from labelreg.tasks import TASKS, TaskEntry, task_entry
-from labelreg.tasks.evaluate import format_metrics
-from labelreg.tasks.resolved import resolved_for_checkpoint
-from labelreg.demo import STAGES, run_demo
-from labelreg.retrieval import query_checkpoints
-from labelreg.runtime import cleanup
-from labelreg.study import run_study
-from labelreg.weak.cli import register as register_weak
+from labelreg import __version__
+from labelreg.cli_args import (DEMO_STAGES, NO_PROGRESS_ENV, add_bench_arguments, add_no_progress, add_weak_parser,
+                               parse_size, progress_wanted, study_protocols)
+
+DESCRIPTION = """\
+Label-structure regularization for semantic segmentation: train a label autoencoder on ground-truth
+label maps (phase one), then segmenters with its frozen decoder as a regularizer (phase two); joint
+depth and segmentation; label-space queries; weak supervision from image tags; benchmarks; a demo
+on synthetic scenes and a study of whether the regularizer helps.
+
+Start with:  labelreg demo          (every stage on synthetic scenes, about 8 minutes on a CPU)
+Then:        labelreg <command> --help"""
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
+    import time
+
+    from labelreg.data.synthetic import write_synthetic_dataset
+
     started = time.perf_counter()
     paths = write_synthetic_dataset(args.out, labeled=args.labeled, depth_only=args.depth_only, size=args.size,
-                                    seed=args.seed, progress=True)
+                                    seed=args.seed, progress=progress_wanted())
     print(f"wrote synthetic data set in {time.perf_counter() - started:.1f}s:")
     for name in ("nyu_mat", "splits", "mapping", "depth_only_dir", "voc_root"):
         print(f"  {name:15s} {getattr(paths, name)}")
-
-
-def task_table() -> dict[str, TaskEntry]:
-    """Every task the CLI trains and evaluates: labelreg's ``TASKS``, and the entries of the packages built
-    on labelreg (depth's is merged in here: the application layer is the one place that knows depth)."""
-    return {**TASKS, "depth": DEPTH_TASK}
 
 
 TRAIN_COMMANDS = {"train-ae": "autoencoder", "train-seg": "segmentation", "train-cls": "classification",
@@ -48,7 +47,12 @@ TRAIN_COMMANDS = {"train-ae": "autoencoder", "train-seg": "segmentation", "train
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    """train-ae / train-seg / train-cls / train-depth: the same flow, the task's ``train`` from ``task_table()``."""
+    """train-ae / train-seg / train-cls / train-depth: the same flow, the task's ``train`` from its entry."""
+    from depth.task import DEPTH_TASK
+    from labelreg.config import ConfigError, load_config
+    from labelreg.engine import claim_run_directory, run_directory
+    from labelreg.tasks import TASKS, task_entry
+
     task = TRAIN_COMMANDS[args.command]
     cfg = load_config(args.config, args.overrides)
     if cfg.task != task:
@@ -58,7 +62,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                                   and run_directory(args.resume_from) == cfg.run_dir.resolve())
     if args.overwrite and resume_here:
         raise ConfigError("--overwrite deletes the run's checkpoints, --resume continues from them: give one of them")
-    train = task_entry(task, task_table()).train
+    entry = task_entry(task, {**TASKS, "depth": DEPTH_TASK})  # the application layer is the one place that knows depth
     # held until the run ends: refuses a second process, and a finished run unless --resume or --overwrite
     with claim_run_directory(cfg.run_dir, resume=resume_here, overwrite=args.overwrite):
         resume = args.resume_from
@@ -67,16 +71,24 @@ def cmd_train(args: argparse.Namespace) -> None:
             resume = candidate if candidate.is_file() else None
             if resume is None:
                 print(f"no {candidate} yet: starting from scratch")
-        train(cfg, resume=resume)
+        entry.train(cfg, resume=resume)
     print(f"run directory: {cfg.run_dir}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
     """Score a checkpoint with its task's ``evaluate_checkpoint``, reading back its run's resolved record."""
+    from depth.task import DEPTH_TASK, metrics_protocol
+    from labelreg.config import config_from_dict
+    from labelreg.engine import run_directory
+    from labelreg.storage import load_checkpoint, write_json
+    from labelreg.tasks import TASKS, task_entry
+    from labelreg.tasks.evaluate import format_metrics
+    from labelreg.tasks.resolved import resolved_for_checkpoint
+
     checkpoint = load_checkpoint(args.checkpoint)
     cfg = config_from_dict(checkpoint["config"], args.overrides)
     split = args.split or cfg.data.val_split
-    evaluate = task_entry(cfg.task, task_table()).evaluate_checkpoint
+    evaluate = task_entry(cfg.task, {**TASKS, "depth": DEPTH_TASK}).evaluate_checkpoint
     metrics = evaluate(cfg, checkpoint, split, save_predictions=args.save_predictions, aux=args.aux,
                        figure=args.figure, resolved=resolved_for_checkpoint(args.checkpoint))
     print(format_metrics(metrics, title=f"{cfg.name} — {cfg.task} on {cfg.data.dataset} {split}"))
@@ -96,6 +108,12 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     Its config is the run's with ``regularizer.kind: none`` and no backbone or start weights to read
     (a new config; the run's is left as it was loaded)."""
+    import dataclasses
+
+    from labelreg.config import ConfigError, config_from_dict, to_dict
+    from labelreg.models.regularizer import plain_segmenter_state
+    from labelreg.storage import load_checkpoint, save_checkpoint
+
     checkpoint = load_checkpoint(args.checkpoint)
     cfg = config_from_dict(checkpoint["config"])
     if cfg.task != "segmentation":
@@ -111,6 +129,8 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_query(args: argparse.Namespace) -> None:
     """Nearest regions in label space (thesis §5.4.3): table on stdout, JSON and a picture grid."""
+    from labelreg.retrieval import query_checkpoints
+
     run = query_checkpoints(args.image, autoencoder=args.autoencoder, segmenter=args.segmenter,
                             reference_from=args.reference_from, boxes=args.box or [], classes=args.class_name or [],
                             dataset=args.dataset, root=args.root, overrides=args.overrides, split=args.split,
@@ -121,68 +141,125 @@ def cmd_query(args: argparse.Namespace) -> None:
     print(run.report())
 
 
+def cmd_weak(args: argparse.Namespace) -> None:
+    from labelreg.weak.cli import cmd_weak as run_weak_step
+
+    run_weak_step(args)
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from labelreg.bench.cli import run_from_args
+
+    run_from_args(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
+    from labelreg.demo import run_demo
+
     run_demo(out=Path(args.out), data_root=Path(args.data), overrides=args.overrides)
 
 
 def cmd_study(args: argparse.Namespace) -> None:
     """Does the regularizer help? Every arm × seed of a protocol, paired, with a report (thesis §5.4)."""
+    from labelreg.study import run_study
+
     summary = run_study(args.protocol, out=args.out, jobs=args.jobs, launcher=args.launcher)
     failed = [run["name"] for run in summary["runs"] if run["status"] != "ok"]
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)} (logs in the report)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="labelreg", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+# every subcommand → the function that runs it; their imports are the only ones inside functions here
+COMMANDS = {"synth": cmd_synth, "train-ae": cmd_train, "train-seg": cmd_train, "train-cls": cmd_train,
+            "train-depth": cmd_train, "eval": cmd_eval, "export": cmd_export, "query": cmd_query, "weak": cmd_weak,
+            "bench": cmd_bench, "demo": cmd_demo, "study": cmd_study}
 
-    synth = commands.add_parser("synth", help="write the synthetic data set in the real NYUv2 / VOC formats")
+
+class VersionAction(argparse.Action):
+    """``--version``: the installed package's version (its metadata), read only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        try:
+            version = metadata.version("labelreg")
+        except metadata.PackageNotFoundError:  # a checkout on sys.path, not installed
+            version = __version__
+        print(f"labelreg {version}")  # on stdout, like argparse's own version action
+        parser.exit()
+
+
+def add_command(commands: argparse._SubParsersAction, name: str, help_text: str, description: str,
+                **kwargs) -> argparse.ArgumentParser:
+    return commands.add_parser(name, help=help_text, description=description, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labelreg", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=VersionAction, help="print the installed version and exit")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    synth = add_command(commands, "synth", "write the synthetic data set in the real NYUv2 / VOC formats",
+                        "Write synthetic indoor scenes in the real NYUv2 (.mat, splits, depth-only .h5) and "
+                        "PASCAL VOC layouts, so every command runs without downloading data.")
     synth.add_argument("--out", required=True, help="output folder")
     synth.add_argument("--labeled", type=int, default=300, help="labeled scenes (default 300)")
     synth.add_argument("--depth-only", type=int, default=2000, help="depth-only frames (default 2000)")
     synth.add_argument("--size", type=parse_size, default=(128, 160), help="HxW, multiples of 16 (default 128x160)")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.set_defaults(run=cmd_synth)
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_no_progress(synth)
 
     for name, help_text, example in (
-            ("train-ae", "phase one: train the label autoencoder", "configs/ae-128_voc12aug_256.yaml"),
-            ("train-seg", "train a segmenter from labelreg.models.MODELS", "configs/zoomout-densenet121_voc12aug_256.yaml"),
+            ("train-ae", "phase one: train the label autoencoder on ground-truth label maps",
+             "configs/ae-128_voc12aug_256.yaml"),
+            ("train-seg", "phase two: train a segmenter, with or without the label-structure regularizer",
+             "configs/zoomout-densenet121_voc12aug_256.yaml"),
             ("train-cls", "phase zero: train a SUNet classifier on an ImageFolder tree",
              "configs/sunet64_imagenet_224.yaml"),
             ("train-depth", "NYUv2 depth: seg→depth or the two-part depth + segmentation model",
              "configs/twopart-densenet121_nyu40.yaml")):
-        trainer = commands.add_parser(name, help=help_text)
+        trainer = add_command(commands, name, help_text,
+                              f"{help_text[0].upper()}{help_text[1:]}. Reads a YAML config (overridable with "
+                              "section.key=value) and writes a run directory <output_dir>/<name> with config.yaml, "
+                              "checkpoints/, TensorBoard logs and metrics.json.")
         trainer.add_argument("--config", required=True, help=f"YAML config, e.g. {example}")
         trainer.add_argument("--resume", action="store_true", help="continue from the run's checkpoints/last.pt if present")
         trainer.add_argument("--resume-from", default=None, metavar="CKPT", help="continue from this checkpoint")
         trainer.add_argument("--overwrite", action="store_true",
                              help="replace the run directory's earlier checkpoints, metrics and logs (without it "
                                   "a run directory holding checkpoints needs --resume)")
+        add_no_progress(trainer)
         trainer.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.epochs=5")
-        trainer.set_defaults(run=cmd_train)
 
-    evaluate = commands.add_parser("eval", help="evaluate a checkpoint on a split of its data set")
-    evaluate.add_argument("--checkpoint", required=True)
+    evaluate = add_command(commands, "eval", "evaluate a checkpoint on a split of its data set",
+                           "Evaluate a checkpoint (of any task, or an exported segmenter) on a split of its data "
+                           "set; prints the metrics and writes them as JSON.")
+    evaluate.add_argument("--checkpoint", required=True, help="a .pt written by a train-* command or by export")
     evaluate.add_argument("--split", default=None, help="default: the config's data.val_split")
     evaluate.add_argument("--out", default=None, help="JSON output (default: <run>/eval_<split>.json)")
     evaluate.add_argument("--save-predictions", default=None, metavar="DIR",
                           help="write each prediction as DIR/<image id>.png (segmentation: VOC palette; depth: "
                                "16-bit millimetres plus a colour preview)")
-    evaluate.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. data.root=/data/voc")
     evaluate.add_argument("--aux", action="store_true",
                           help="regularized segmenters: also score the auxiliary output through the decoder")
     evaluate.add_argument("--figure", default=None, metavar="PNG",
                           help="segmentation: picture of the first images, ground truth and predictions (with --aux: "
                                "the decoder's output beside the primary one)")
-    evaluate.set_defaults(run=cmd_eval)
+    add_no_progress(evaluate)
+    evaluate.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. data.root=/data/voc")
 
-    export = commands.add_parser("export", help="write the plain segmenter of a regularized run (no decoder)")
-    export.add_argument("--checkpoint", required=True)
+    export = add_command(commands, "export", "write the plain segmenter of a regularized run (no decoder)",
+                         "Write the plain segmenter of a regularized run: the same weights without the auxiliary "
+                         "branch and the decoder, with its config, source and metrics, in one .pt file.")
+    export.add_argument("--checkpoint", required=True, help="a train-seg checkpoint")
     export.add_argument("--out", required=True, help="output .pt (loads with labelreg eval --checkpoint)")
-    export.set_defaults(run=cmd_export)
 
-    query = commands.add_parser("query", help="nearest regions in label space (thesis §5.4.3), table + picture")
+    query = add_command(commands, "query", "nearest regions in label space (thesis §5.4.3), table + picture",
+                        "Search the nearest regions of query images in label space (thesis §5.4.3): from "
+                        "ground-truth label maps through a phase-one encoder, or from images through a regularized "
+                        "segmenter. Prints a table and writes JSON and a picture grid.")
     source = query.add_argument_group("feature source (one of them, or both with --reference-from)")
     source.add_argument("--autoencoder", default=None, metavar="CKPT",
                         help="train-ae checkpoint: query from ground-truth label maps through its encoder")
@@ -212,40 +289,43 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--rebuild", action="store_true", help="rebuild the index even if it is up to date")
     query.add_argument("--overlay", choices=["labels", "predictions"], default="labels",
                        help="colour the figure's panels by ground truth or by the --segmenter's predictions")
-    query.add_argument("--device", default="auto")
+    query.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 … (default auto)")
     query.add_argument("--json", default=None, help="JSON output (default: <run>/queries/<kind>_<id>.json)")
     query.add_argument("--figure", default=None, help="PNG output (default: next to the JSON)")
+    add_no_progress(query)
     query.add_argument("overrides", nargs="*", help="data.key=value overrides, e.g. data.sbd_root=/data/sbd")
-    query.set_defaults(run=cmd_query)
 
-    register_weak(commands)
-    register_bench(commands)
+    add_weak_parser(commands)
+    bench = add_command(commands, "bench", "throughput and memory of models, and data-loading speed",
+                        "Throughput and peak memory of the models' training step and inference, for every "
+                        "combination of the chosen options, or (--data nyu) the NYUv2 readers' images/s. "
+                        "See docs/bench.md.")
+    add_bench_arguments(bench)
 
-    demo = commands.add_parser(
-        "demo", formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="every stage on synthetic scenes (data, label autoencoder, baseline and regularized segmenters, "
-             "joint depth, label-space queries, weak supervision), with a report in runs/demo",
-        description="Runs every stage on synthetic scenes (a training stage in its own folder under --out),\n"
-                    "then writes report.md and metrics.json to --out:\n"
-                    + "\n".join(f"  {name:8s} {text}" for name, text in STAGES.items()))
+    demo = add_command(
+        commands, "demo", "every stage on synthetic scenes, with a report in runs/demo",
+        "Runs every stage on synthetic scenes (a training stage in its own folder under --out),\n"
+        "then writes report.md and metrics.json to --out:\n"
+        + "\n".join(f"  {name:8s} {text}" for name, text in DEMO_STAGES.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("--out", default="runs/demo",
                       help="run directories, figures, report.md and metrics.json (default runs/demo)")
     demo.add_argument("--data", default="data/synthetic", help="synthetic data folder (written if absent)")
+    add_no_progress(demo)
     demo.add_argument("overrides", nargs="*",
                       help="section.key=value overrides applied to every stage's config, e.g. train.epochs=1")
-    demo.set_defaults(run=cmd_demo)
 
-    study = commands.add_parser(
-        "study", help="does the regularizer help? arms × paired seeds, report and plot",
-        description="Does the label-structure regularizer help (thesis §5.4)? Trains the protocol's phase-one "
-                    "autoencoder once, then every arm × seed, and writes report.md, results.json and study.png "
-                    "with the paired differences to --out.")
-    study.add_argument("protocol", help="study protocol, e.g. configs/study/quick.yml (tiny, quick, default)")
+    study = add_command(
+        commands, "study", "does the regularizer help? arms × paired seeds, report and plot",
+        "Does the label-structure regularizer help (thesis §5.4)? Trains the protocol's phase-one "
+        "autoencoder once, then every arm × seed, and writes report.md, results.json and study.png "
+        "with the paired differences to --out.", epilog=study_protocols())
+    study.add_argument("protocol", help="a protocol file, or the name of one in configs/study (listed below)")
     study.add_argument("--out", default=None, help="study folder (default runs/study/<protocol name>)")
     study.add_argument("--jobs", type=int, default=None, help="runs at a time (default: the protocol's jobs)")
     study.add_argument("--launcher", choices=("local", "submitit"), default="local",
                        help="local worker processes, or submitit (Slurm when available, else local)")
-    study.set_defaults(run=cmd_study)
+    add_no_progress(study)
     return parser
 
 
@@ -282,13 +362,20 @@ def error_message(error: BaseException) -> str:
 
 
 # what a command may raise for bad input (config, files, data, disk): one line and exit code 2, no traceback
-EXPECTED_ERRORS = (ConfigError, ValueError, RuntimeError, OSError)
+# (labelreg.config.ConfigError is a ValueError)
+EXPECTED_ERRORS = (ValueError, RuntimeError, OSError)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(build_parser(), argv)
+    parser = build_parser()
+    args = parse_args(parser, argv)
+    if args.command is None:  # bare `labelreg`: the overview, not an error
+        parser.print_help()
+        return 0
+    if getattr(args, "no_progress", False):
+        os.environ[NO_PROGRESS_ENV] = "1"  # read by every progress bar, here and in the study's subprocesses
     try:
-        args.run(args)
+        COMMANDS[args.command](args)
     except EXPECTED_ERRORS as error:
         print(f"labelreg {args.command}: error: {error_message(error)}", file=sys.stderr)
         return 2
@@ -296,7 +383,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"labelreg {args.command}: interrupted; the last completed checkpoint is kept", file=sys.stderr)
         return 130
     finally:
-        cleanup()  # leaves the torchrun process group, if any
+        runtime = sys.modules.get("labelreg.runtime")
+        if runtime is not None:  # a command that never loaded it joined no torchrun process group
+            runtime.cleanup()
     return 0
 
 

@@ -1,10 +1,60 @@
-"""Argument parsers shared by the command line's subcommands (``labelreg.cli``, ``labelreg.bench.cli``).
+"""The command line's argument definitions that more than one module needs, and its value parsers.
 
-A leaf: nothing here imports the rest of the package, so any command-line module can use it.
+``labelreg.cli`` builds every subcommand's parser; ``labelreg.weak.cli`` and ``labelreg.bench.cli`` build
+theirs from the same definitions (``add_weak_parser``, ``add_bench_arguments``) for their own entry points.
+A leaf that imports neither torch nor the rest of the package, so ``labelreg --help`` starts fast: the
+constants the parsers need (the demo's stages, the benchmark's precisions and presets) live here, and the
+modules that run them import them from here.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+from pathlib import Path
+
+# set to "1" by `--no-progress` (and inherited by the study's training subprocesses): no progress bars
+NO_PROGRESS_ENV = "LABELREG_NO_PROGRESS"
+STUDY_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "study"
+
+DEMO_STAGES = {  # labelreg demo's stages, in order (labelreg.demo.stages runs them)
+    "data": "write the synthetic NYUv2 / VOC scenes if absent",
+    "ae": "phase one: train the label autoencoder on label maps",
+    "seg": "train a tiny zoom-out segmenter (baseline)",
+    "seg_reg": "phase two: the same segmenter with the decoder regularizer",
+    "twopart": "joint depth and segmentation: a tiny two-part model",
+    "single": "its single-part baseline",
+    "queries": "label-space queries, from a label map and from an image",
+    "weak": "weak supervision: image tags to points to a segmentation head",
+}
+
+WEAK_STEPS = {  # labelreg weak's steps, in order (labelreg.weak.pipeline runs them)
+    "pretrain": "train the backbone as a multi-label tag classifier (image tags only) into <run>/pretrain/backbone.pt; "
+                "needs weak.pretrain_epochs > 0",
+    "features": "extract zoom-out features, tags and statistics of both splits into <run>/features",
+    "localize": "train the per-class localization nets from image tags (MIL loss)",
+    "sample": "sample labelled points on the training images from the localization maps",
+    "train": "train the 1×1 segmentation head on the points (and the dense baseline); validation mIoU",
+    "run": "all of the above, in order (pretrain only when weak.pretrain_epochs > 0)",
+}
+WEAK_DESCRIPTION = """\
+Weakly supervised segmentation from image tags (thesis ch. 4). Each step reads the previous step's
+files from the config's run directory:
+
+  pretrain   optional (weak.pretrain_epochs > 0): the backbone as a tag classifier, an offline
+             stand-in for ImageNet weights; later steps use its weights
+  features   zoom-out (+ global) features of both splits, image tags, statistics
+  localize   one localization net per class (--classes C[,C...] trains only those)
+  sample     labelled points on the training images, with weak.sampler
+  train      the 1x1 head on the points (and on dense labels unless --no-dense); validation mIoU
+  run        all of them in order
+
+Example: labelreg weak run --config configs/demo/weak-tiny_synth-voc.yaml"""
+
+BENCH_PRECISIONS = ("fp32", "bf16", "fp16")
+BENCH_PRESETS = ("regularizer-overhead", "zoomout-vs-dilated")  # the names of labelreg.bench.cases.PRESETS
+BENCH_DESCRIPTION = ("Throughput and peak memory of the models' training step and inference, for every combination "
+                     "of the chosen options, or (--data nyu) the NYUv2 readers' images/s. See docs/bench.md.")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -14,3 +64,116 @@ def parse_size(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must look like HxW (e.g. 128x160), got {text!r}") from None
     return height, width
+
+
+def parse_classes(text: str) -> list[int]:
+    """``7`` or ``7,12`` → [7, 12] (comma-separated, so the list cannot swallow the overrides after it)."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--classes takes class ids like 7 or 7,12, got {text!r}") from None
+
+
+def parse_options(text: str) -> dict:
+    """``--model-options``: a JSON object of builder options."""
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"--model-options must be a JSON object: {error}") from None
+    if not isinstance(options, dict):
+        raise argparse.ArgumentTypeError(f"--model-options must be a JSON object, got {text!r}")
+    return options
+
+
+def progress_wanted() -> bool:
+    """False once ``--no-progress`` has set ``LABELREG_NO_PROGRESS=1`` in this process or a parent."""
+    return os.environ.get(NO_PROGRESS_ENV, "") not in ("1", "true", "yes")
+
+
+def add_no_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true",
+                        help=f"no progress bars (logs and results are still written; sets {NO_PROGRESS_ENV}=1)")
+
+
+def study_protocols(folder: Path = STUDY_CONFIGS) -> str:
+    """``study --help``'s list of the protocols in ``configs/study`` (read when the help is built)."""
+    names = sorted(path.stem for path in folder.glob("*.yml")) if folder.is_dir() else []
+    if not names:
+        return f"no protocols found in {folder}; give the path of a protocol file"
+    example = "quick" if "quick" in names else names[0]
+    return f"protocols in {folder}: {', '.join(names)} (a name is enough, e.g. labelreg study {example})"
+
+
+def add_weak_parser(commands: argparse._SubParsersAction,
+                    ) -> tuple[argparse.ArgumentParser, list[argparse.ArgumentParser]]:
+    """``labelreg weak <step>``: the parser and its step parsers (the caller sets what runs them)."""
+    weak = commands.add_parser("weak", help="weakly supervised segmentation from image tags (thesis ch. 4)",
+                               description=WEAK_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    steps = weak.add_subparsers(dest="step", required=True, metavar="STEP")
+    parsers = []
+    for name, help_text in WEAK_STEPS.items():
+        step = steps.add_parser(name, help=help_text, description=help_text)
+        step.add_argument("--config", required=True, help="YAML config with task: weak, e.g. "
+                                                           "configs/demo/weak-tiny_synth-voc.yaml")
+        add_no_progress(step)
+        if name == "localize":
+            step.add_argument("--classes", type=parse_classes, default=None, metavar="C[,C...]",
+                              help="train only these classes' nets, e.g. 7 or 7,12 (default: weak.classes, else every "
+                                   "tagged class); the other classes' nets are left as they are")
+        if name == "train":
+            step.add_argument("--no-dense", action="store_true", help="skip the fully supervised baseline")
+        step.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. weak.k=10")
+        parsers.append(step)
+    return weak, parsers
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """``labelreg bench`` / ``scripts/benchmark.py``'s options (``labelreg.bench.cli`` runs them)."""
+    models = parser.add_argument_group("model benchmark")
+    models.add_argument("--preset", choices=BENCH_PRESETS, help="a predefined comparison (see docs/bench.md)")
+    models.add_argument("--models", nargs="+", metavar="NAME",
+                        help="names in labelreg.models.MODELS and/or tv:fcn_resnet50, tv:deeplabv3_resnet50, "
+                             "tv:deeplabv3_resnet101")
+    models.add_argument("--batch", nargs="+", type=int, help="batch sizes (default 2)")
+    models.add_argument("--size", nargs="+", type=parse_size, help="HxW resolutions (default 256x256)")
+    models.add_argument("--precision", nargs="+", choices=BENCH_PRECISIONS, help="default fp32")
+    models.add_argument("--channels-last", nargs="?", const="on", default="off", choices=("off", "on", "both"))
+    models.add_argument("--compile", nargs="?", const="on", default="off", choices=("off", "on", "both"),
+                        help="torch.compile the model (compile time is excluded by the warm-up)")
+    models.add_argument("--regularizer", choices=("off", "on", "both"), default=None,
+                        help="wrap in DecoderRegularized (random AE-128, frozen decoder, loss CE + 0.5·aux CE)")
+    models.add_argument("--aux-crop", type=int, default=None, metavar="CELLS",
+                        help="regularized rows decode a random CELLS×CELLS window of the code (regularizer.aux_crop)")
+    models.add_argument("--dropin", action="store_true",
+                        help="as train-seg builds them: tv: models run torchvision's own forward (LR-ASPP too) and "
+                             "regularized rows use the drop-in wrapper (labelreg.regularize's forward hook), not "
+                             "DecoderRegularized")
+    models.add_argument("--num-classes", type=int, default=None, help="default 21")
+    models.add_argument("--model-options", type=parse_options, default={}, metavar="JSON",
+                        help="builder options for labelreg models, e.g. '{\"hidden\": 256}'")
+    models.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
+    models.add_argument("--iters", type=int, default=10, help="timed steps per case (default 10)")
+    models.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    models.add_argument("--repeat", type=int, default=1, help="rounds over all cases, interleaved (default 1)")
+    models.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    models.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in each case")
+    models.add_argument("--no-infer", action="store_true", help="skip the inference measurement")
+    models.add_argument("--in-process", action="store_true",
+                        help="run cases in this process (faster; CPU peaks may include memory cached by earlier cases)")
+    models.add_argument("--timeout", type=float, default=None, help="seconds per case (subprocess mode)")
+    models.add_argument("--paired", action="store_true",
+                        help="also time all cases side by side in one process, one step of each in turn "
+                             "(ratios robust to changing machine load; on by default for presets)")
+    models.add_argument("--profile", action="store_true", help="also print a torch.profiler table of the first case")
+    data = parser.add_argument_group("data-loading benchmark")
+    data.add_argument("--data", choices=("nyu",), help="benchmark the NYUv2 readers instead of models")
+    data.add_argument("--data-root", default=None, help="folder with nyu_depth_v2_labeled.mat and/or depth_only/ "
+                                                        "(default: synthetic data in a temporary folder)")
+    data.add_argument("--depth-only", default=None, help="depth-only frames: a folder of .h5 or a list of PNG pairs")
+    data.add_argument("--workers", nargs="+", type=int, default=[0, 1, 2, 4])
+    data.add_argument("--data-batch", type=int, default=8)
+    data.add_argument("--data-images", type=int, default=256, help="frames drawn per measurement (default 256)")
+    data.add_argument("--data-limit", type=int, default=None, help="use only the first N frames of each reader")
+    data.add_argument("--synthetic-size", type=parse_size, default=(480, 640), help="HxW of synthetic frames")
+    data.add_argument("--synthetic-count", nargs=2, type=int, default=(48, 96), metavar=("LABELED", "DEPTH_ONLY"))
+    parser.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")

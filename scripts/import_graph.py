@@ -16,8 +16,12 @@ may import its own layer and the layers below it, never above:
     library+     retrieval, weak supervision, depth: build on the tasks
     application  cli, demo, bench, study, the package's ``__init__``
 
-Other rules: no import cycles; imports at module level only (inside a function only for an optional
-dependency, see ``OPTIONAL``); the library layers never import ``depth``; ``data`` never imports ``engine``.
+Other rules: no import cycles; imports at module level only, with three exceptions: an optional dependency
+(see ``OPTIONAL``) where it is used; in an application module, inside the functions its ``COMMANDS`` table
+names (``labelreg.cli``: what a command needs loads when it runs, so ``labelreg --help`` starts without
+torch); in a package's PEP 562 ``__getattr__`` (lazy exports: ``import labelreg`` loads no torch). Those
+imports are edges of the graph like any other, so the layer and cycle rules cover them. The library layers
+never import ``depth``; ``data`` never imports ``engine``.
 """
 from __future__ import annotations
 
@@ -79,8 +83,11 @@ def scan(root: Path = ROOT) -> dict[str, dict]:
     for path in files:
         module = module_name(path)
         tree = ast.parse(path.read_text(), filename=str(path))
-        inner = {id(sub) for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-                 for sub in ast.walk(node)}
+        inner = {}  # node id → the name of the outermost function around it
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for sub in ast.walk(node):
+                    inner.setdefault(id(sub), node.name)
         imports = []
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -92,9 +99,26 @@ def scan(root: Path = ROOT) -> dict[str, dict]:
             else:
                 continue
             for target in targets:
-                imports.append((target, node.lineno, id(node) in inner))
-        modules[module] = {"path": path, "lines": len(path.read_text().splitlines()), "imports": imports}
+                imports.append((target, node.lineno, inner.get(id(node))))
+        modules[module] = {"path": path, "lines": len(path.read_text().splitlines()), "imports": imports,
+                           "commands": command_functions(tree)}
     return modules
+
+
+def command_functions(tree: ast.Module) -> set[str]:
+    """The functions a module-level ``COMMANDS = {"name": function, ...}`` table names (empty without one)."""
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "COMMANDS" for t in node.targets)
+                and isinstance(node.value, ast.Dict)):
+            return {value.id for value in node.value.values if isinstance(value, ast.Name)}
+    return set()
+
+
+def deferred_import_allowed(module: str, info: dict, function: str) -> bool:
+    """An import inside ``function`` that the layout allows (see the module docstring)."""
+    if layer_of(module) != "application":
+        return False
+    return function in info.get("commands", set()) or (function == "__getattr__" and info["path"].name == "__init__.py")
 
 
 def internal(target: str, modules: dict) -> str | None:
@@ -158,8 +182,9 @@ def violations(modules: dict | None = None) -> list[str]:
         layer = layer_of(module)
         for target, line, in_function in info["imports"]:
             resolved = internal(target, modules)
-            if in_function and target.split(".")[0] not in OPTIONAL:
-                problems.append(f"{where}:{line}: imports {target} inside a function")
+            if in_function and target.split(".")[0] not in OPTIONAL and not deferred_import_allowed(module, info,
+                                                                                                  in_function):
+                problems.append(f"{where}:{line}: imports {target} inside a function ({in_function})")
             if resolved is None or resolved == module or module.startswith(resolved + "."):
                 continue
             target_layer = layer_of(resolved)

@@ -1,7 +1,10 @@
-"""End-to-end through the `labelreg` command line on tiny synthetic data."""
+"""End-to-end through the `labelreg` command line on tiny synthetic data; its help, version and switches."""
+import argparse
 import json
+import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import h5py
@@ -11,7 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from labelreg.cli import main
+from labelreg.cli import COMMANDS, build_parser, main
+from labelreg.cli_args import (BENCH_PRECISIONS, BENCH_PRESETS, DEMO_STAGES, NO_PROGRESS_ENV, WEAK_STEPS, progress_wanted,
+                               study_protocols)
 from labelreg.config import config_from_dict
 from labelreg.models.autoencoder import LabelAutoencoder
 from labelreg.palette import voc_palette
@@ -237,3 +242,83 @@ def test_regularizer_config_errors(tiny_synthetic, tmp_path, capsys):
                  "regularizer.aux_crop=0"]):
         assert main(["train-seg", "--config", seg_config, *base, *bad]) == 2
         assert "regularizer.aux_crop=" in capsys.readouterr().err
+
+
+def subcommands(parser) -> dict:
+    """Every subcommand's parser by its words: {"synth": …, "weak localize": …, …}."""
+    found = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[name] = sub
+                found.update({f"{name} {inner}": parser for inner, parser in subcommands(sub).items()})
+    return found
+
+
+def test_bare_labelreg_prints_the_help_not_an_error(capsys):
+    assert main([]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("usage: labelreg") and "train-seg" in captured.out and captured.err == ""
+
+
+def test_version_is_the_installed_package_metadata(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0
+    assert capsys.readouterr().out == f"labelreg {metadata.version('labelreg')}\n"
+
+
+def test_every_command_runs_a_function_of_the_dispatch_table():
+    top_level = {name for name in subcommands(build_parser()) if " " not in name}
+    assert top_level == set(COMMANDS)
+
+
+@pytest.mark.parametrize("words", sorted(subcommands(build_parser())))
+def test_every_subcommand_help_is_user_facing(words, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main([*words.split(), "--help"])
+    assert exit.value.code == 0
+    text = capsys.readouterr().out
+    usage, _, body = text.partition("\n\n")
+    assert usage.startswith(f"usage: labelreg {words}")
+    assert not body.startswith(("positional arguments", "options")), "no description"  # says what it does first
+    for markup in (":func:", ":class:", ":mod:", "``", ".. "):
+        assert markup not in text, markup
+
+
+PROGRESS_COMMANDS = ["synth", "train-ae", "train-seg", "train-cls", "train-depth", "eval", "query", "demo", "study",
+                     *(f"weak {step}" for step in WEAK_STEPS)]
+
+
+def test_no_progress_is_offered_by_every_command_that_draws_progress_bars():
+    parsers = subcommands(build_parser())
+    with_flag = {words for words, parser in parsers.items()
+                 if any("--no-progress" in action.option_strings for action in parser._actions)}
+    assert with_flag == set(PROGRESS_COMMANDS)  # export and bench draw none
+
+
+def test_no_progress_switches_the_bars_off_for_the_whole_process(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(NO_PROGRESS_ENV, "0")  # restored after the test
+    assert progress_wanted()
+    assert main(["eval", "--checkpoint", str(tmp_path / "missing.pt"), "--no-progress"]) == 2
+    assert "missing.pt" in capsys.readouterr().err
+    assert os.environ[NO_PROGRESS_ENV] == "1" and not progress_wanted()
+
+
+def test_study_help_lists_the_protocols_in_configs_study(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["study", "--help"])
+    listed = capsys.readouterr().out.split("protocols in", 1)[1]
+    assert {"tiny", "quick", "default", "strong_label_model"} <= set(listed.replace(",", " ").split())
+    (tmp_path / "mine.yml").write_text("name: mine\n")
+    (tmp_path / "notes.txt").write_text("")
+    assert study_protocols(tmp_path).startswith(f"protocols in {tmp_path}: mine (")
+    assert study_protocols(tmp_path / "nowhere") == (f"no protocols found in {tmp_path / 'nowhere'}; "
+                                                     "give the path of a protocol file")
+
+
+def test_the_parsers_constants_are_the_ones_their_modules_run():
+    from labelreg.bench.cases import PRECISIONS, PRESETS
+    from labelreg.demo import STAGES
+
+    assert tuple(sorted(PRESETS)) == BENCH_PRESETS and PRECISIONS == BENCH_PRECISIONS and STAGES == DEMO_STAGES

@@ -1,5 +1,7 @@
 """The package layout's rules (scripts/import_graph.py), and that the checker itself catches breaches."""
 import importlib.util
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -44,6 +46,50 @@ def test_the_checker_reports_each_kind_of_breach(tmp_path, monkeypatch, files, e
     monkeypatch.setattr(import_graph, "ROOT", tmp_path)
     problems = import_graph.violations(write(tmp_path, files))
     assert any(expected in problem for problem in problems), problems
+
+
+COMMANDS_MODULE = """
+    from labelreg import config
+
+    def cmd_train(args):
+        from labelreg.engine import fit
+        fit(args)
+
+    def helper():
+        from labelreg.engine import fit
+
+    COMMANDS = {"train": cmd_train}
+"""
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"labelreg/cli.py": COMMANDS_MODULE, "labelreg/config.py": "X = 1\n", "labelreg/engine/__init__.py": "fit = 1\n"},
+     ["labelreg/cli.py:9: imports labelreg.engine inside a function (helper)"]),  # cmd_train's import is allowed
+    ({"labelreg/tasks/a.py": COMMANDS_MODULE, "labelreg/config.py": "X = 1\n", "labelreg/engine/__init__.py": "fit = 1\n"},
+     ["labelreg/tasks/a.py:5: imports labelreg.engine inside a function (cmd_train)",  # only application modules
+      "labelreg/tasks/a.py:9: imports labelreg.engine inside a function (helper)"]),
+    ({"labelreg/__init__.py": "def __getattr__(name):\n    from labelreg.models import build\n    return build\n",
+      "labelreg/models/__init__.py": "def __getattr__(name):\n    import numpy\n"},
+     ["labelreg/models/__init__.py:2: imports numpy inside a function (__getattr__)"]),  # lazy exports: the package's
+    ({"labelreg/cli.py": "def cmd_a(args):\n    from labelreg.demo import run\n\nCOMMANDS = {'a': cmd_a}\n",
+      "labelreg/demo.py": "from labelreg.cli import COMMANDS\nrun = 1\n"},
+     ["import cycle: labelreg.cli → labelreg.demo"]),  # a command's deferred import is an edge like any other
+])
+def test_imports_inside_functions_only_in_commands_and_lazy_exports(tmp_path, monkeypatch, files, expected):
+    monkeypatch.setattr(import_graph, "ROOT", tmp_path)
+    assert import_graph.violations(write(tmp_path, files)) == expected
+
+
+def test_the_command_line_and_the_package_load_no_torch_until_a_command_runs():
+    # the rule above is what keeps `labelreg --help` fast: every help text is built here without torch
+    code = ("import sys, labelreg, labelreg.cli as cli\n"
+            "for action in cli.build_parser()._actions:\n"
+            "    for sub in getattr(action, 'choices', None) or {}:\n"
+            "        action.choices[sub].format_help()\n"
+            "print(sorted(name for name in ('torch', 'torchvision', 'numpy') if name in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_optional_dependencies_may_be_imported_where_they_are_used(tmp_path, monkeypatch):

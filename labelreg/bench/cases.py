@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
+from labelreg.cli_args import BENCH_PRECISIONS
 from labelreg.config import Config, OptimConfig, RegularizerConfig
 from labelreg.engine import weighted_total
 from labelreg.models import build_segmenter
@@ -32,7 +33,7 @@ from labelreg.models.regularizer import DecoderRegularized
 from labelreg.models.tvseg import TV_PREFIX, TV_TAPS, build_torchvision_reference
 from labelreg.tasks.segmentation import default_loss_weights, make_losses
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = BENCH_PRECISIONS  # fp32, bf16, fp16: defined with the --precision choices (labelreg.cli_args)
 AE_VARIANT = "128"
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -14,6 +14,7 @@ import torch
 
 import labelreg
 from depth.task import train as train_depth
+from labelreg.cli_args import DEMO_STAGES
 from labelreg.config import Config, load_config
 from labelreg.data.build import build_dataset, dataset_class_names, dataset_num_classes, ensure_synthetic
 from labelreg.demo.figures import autoencoder_figure, depth_predictions_figure, segmenter_figure
@@ -34,16 +35,7 @@ DEMO_TWOPART_CONFIG = CONFIG_DIR / "demo" / "twopart-tiny_synth-nyu40.yaml"
 DEMO_SINGLE_CONFIG = CONFIG_DIR / "demo" / "twopart-tiny-single_synth-nyu40.yaml"
 # each stage, as named in the run directories under ``out`` (metrics.json's "seconds" writes the training
 # stages as train_ae, train_seg, train_seg_reg, train_twopart, train_single)
-STAGES = {
-    "data": "write the synthetic NYUv2 / VOC scenes if absent",
-    "ae": "phase one: train the label autoencoder on label maps",
-    "seg": "train a tiny zoom-out segmenter (baseline)",
-    "seg_reg": "phase two: the same segmenter with the decoder regularizer",
-    "twopart": "joint depth and segmentation: a tiny two-part model",
-    "single": "its single-part baseline",
-    "queries": "label-space queries, from a label map and from an image",
-    "weak": "weak supervision: image tags to points to a segmentation head",
-}
+STAGES = DEMO_STAGES  # name → what it does, in order (defined where `labelreg demo --help` reads it)
 FREQUENT_SHARE = 0.01  # classes covering at least 1% of the held-out pixels
 # large surfaces and catch-all classes make dull queries: prefer an object
 BORING_CLASSES = {"background", "wall", "floor", "ceiling", "otherstructure", "otherfurniture", "otherprop"}

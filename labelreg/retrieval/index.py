@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from labelreg.cli_args import progress_wanted  # off after --no-progress
 from labelreg.config import DataConfig
 from labelreg.engine import run_directory
 from labelreg.retrieval.geometry import CELL, Cells, cells_to_pixel_box, grid_shape, pixel_box_to_cells
@@ -178,7 +179,8 @@ def build_index(source: FeatureSource, dataset: Dataset, path: str | Path, *, ch
     entries, offset, channels = [], 0, None
     pending: list[np.ndarray] = []
     with open(path / "features.bin", "wb") as out:
-        for position in tqdm(range(len(dataset)), desc=f"indexing {path.name}", disable=not progress,
+        for position in tqdm(range(len(dataset)), desc=f"indexing {path.name}",
+                             disable=not (progress and progress_wanted()),
                              unit="image"):
             sample = dataset[position]
             code = source(sample)

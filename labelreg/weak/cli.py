@@ -17,27 +17,9 @@ from __future__ import annotations
 
 import argparse
 
+from labelreg.cli_args import add_weak_parser
 from labelreg.config import load_config
 from labelreg.weak import pipeline
-
-STEPS = {
-    "pretrain": "train the backbone as a multi-label tag classifier (image tags only) into <run>/pretrain/backbone.pt; "
-                "needs weak.pretrain_epochs > 0",
-    "features": "extract zoom-out features, tags and statistics of both splits into <run>/features",
-    "localize": "train the per-class localization nets from image tags (MIL loss)",
-    "sample": "sample labelled points on the training images from the localization maps",
-    "train": "train the 1×1 segmentation head on the points (and the dense baseline); validation mIoU",
-    "run": "all of the above, in order (pretrain only when weak.pretrain_epochs > 0)",
-}
-
-
-def parse_classes(text: str) -> list[int]:
-    """``7`` or ``7,12`` → [7, 12] (comma-separated, so the list cannot swallow the overrides after it)."""
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--classes takes class ids like 7 or 7,12, got {text!r}") from None
-
 
 def cmd_weak(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.overrides)  # every step checks it before writing anything
@@ -66,21 +48,8 @@ def cmd_weak(args: argparse.Namespace) -> None:
 
 
 def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``labelreg weak <step>`` to ``commands`` (the subparsers of ``labelreg``'s parser)."""
-    weak = commands.add_parser("weak", help="weakly supervised segmentation from image tags (thesis ch. 4)",
-                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    steps = weak.add_subparsers(dest="step", required=True, metavar="STEP")
-    for name, help_text in STEPS.items():
-        step = steps.add_parser(name, help=help_text, description=help_text)
-        step.add_argument("--config", required=True, help="YAML config with task: weak, e.g. "
-                                                           "configs/demo/weak-tiny_synth-voc.yaml")
-        step.add_argument("--no-progress", action="store_true", help="no progress bars (the log is still written)")
-        if name == "localize":
-            step.add_argument("--classes", type=parse_classes, default=None, metavar="C[,C...]",
-                              help="train only these classes' nets, e.g. 7 or 7,12 (default: weak.classes, else every "
-                                   "tagged class); the other classes' nets are left as they are")
-        if name == "train":
-            step.add_argument("--no-dense", action="store_true", help="skip the fully supervised baseline")
-        step.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. weak.k=10")
+    """Add ``labelreg weak <step>`` to ``commands`` (the subparsers of a parser), each step running ``cmd_weak``."""
+    weak, steps = add_weak_parser(commands)
+    for step in steps:
         step.set_defaults(run=cmd_weak)
     return weak
