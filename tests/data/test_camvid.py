@@ -1,0 +1,174 @@
+"""The CamVid reader: exact against an independent read of the real files in ../shared/data/camvid (a few of
+each split), and its one-line errors on tiny layouts written in the real format."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from labelreg.config import ConfigError, DataConfig
+from labelreg.data import CAMVID_CLASSES, CamVid
+from labelreg.data.build import build_augmentations, build_dataset, evaluation_subsets
+from labelreg.palette import CAMVID_COLOURS, IGNORE_INDEX
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "camvid"
+REAL = SHARED / "CamVid"
+needs_camvid = pytest.mark.skipif(not (REAL / "train.txt").is_file(), reason=f"CamVid not found in {REAL}")
+
+
+def independent_read(folder: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(3×H×W uint8 image, H×W raw label ids) straight from the PNGs."""
+    image = np.array(Image.open(REAL / folder / f"{name}.png")).transpose(2, 0, 1)
+    return image, np.array(Image.open(REAL / f"{folder}annot" / f"{name}.png"))
+
+
+@needs_camvid
+@pytest.mark.parametrize("split, size, positions", [
+    ("train", 367, [0, 100, -1]), ("val", 101, [0, -1]), ("test", 233, [0, 61, 62, -1]), ("trainval", 468, [366, 367]),
+])
+def test_real_samples_match_the_files_exactly(split, size, positions):
+    dataset = CamVid(SHARED, split)
+    assert len(dataset) == size and dataset.num_classes == 11 and dataset.class_names == CAMVID_CLASSES
+    for position in positions:
+        sample = dataset[position]
+        folder = "val" if split == "trainval" and position % size >= 367 else split.replace("trainval", "train")
+        image, raw = independent_read(folder, sample["name"])
+        assert sample["image"].dtype == torch.uint8 and sample["image"].shape == (3, 360, 480)
+        assert torch.equal(sample["image"], torch.from_numpy(image))
+        assert sample["label"].dtype == torch.int64 and sample["label"].shape == (360, 480)
+        expected = np.where(raw == 11, IGNORE_INDEX, raw).astype(np.int64)  # Unlabelled → ignore
+        assert torch.equal(sample["label"], torch.from_numpy(expected))
+        assert sample["sequence"] == sample["name"].split("_")[0] and sample["labeled"] is True
+        assert sample["index"] == position % size
+
+
+@needs_camvid
+def test_real_splits_names_sequences_and_unseen_part():
+    test = CamVid(REAL, "test")  # the CamVid folder itself, or (above) its parent
+    assert test.ids[0] == "0001TP_008550" and test.ids[-1] == "Seq05VD_f05100"
+    assert {s: test.sequences.count(s) for s in set(test.sequences)} == {"0001TP": 62, "Seq05VD": 171}
+    assert test.eval_subsets == {"Seq05VD": frozenset({"Seq05VD"})}
+    train = CamVid(SHARED, "train")
+    assert {s: train.sequences.count(s) for s in set(train.sequences)} == {"0001TP": 62, "0006R0": 101, "0016E5": 204}
+    assert train.eval_subsets == {} and CamVid(SHARED, "val").eval_subsets == {}  # val: a clip of 0016E5
+    assert not set(train.ids) & set(test.ids)
+    sample = test[-1]
+    raw = independent_read("test", sample["name"])[1]
+    assert (raw == 11).any() and torch.equal(sample["label"] == IGNORE_INDEX, torch.from_numpy(raw == 11))
+
+
+@needs_camvid
+def test_class_colours_are_segnets_palette_file():
+    with Image.open(SHARED / "palette-camvid11.png") as im:
+        palette = np.array(im.convert("RGB"))[0]
+    assert [tuple(c) for c in palette[:11].tolist()] == list(CAMVID_COLOURS)
+    assert palette[11].tolist() == [0, 0, 0] and len(CAMVID_CLASSES) == len(CAMVID_COLOURS) == 11
+
+
+# ---------------------------------------------------------------------------- tiny layouts in the real format
+H, W = 6, 8
+
+
+def write_layout(root: Path, splits: dict[str, list[str]], *, listed_as: str = "/SegNet/CamVid") -> Path:
+    """A CamVid folder under ``root``: RGB images and L labels (class = (row + col + k) % 12) per split, and list
+    files naming them as ``listed_as``/<folder>/<file> (SegNet's container paths by default)."""
+    folder = root / "CamVid"
+    for split, names in splits.items():
+        (folder / split).mkdir(parents=True)
+        (folder / f"{split}annot").mkdir()
+        lines = []
+        for k, name in enumerate(names):
+            rows, cols = np.mgrid[:H, :W]
+            Image.fromarray(((rows + cols + k) % 12).astype(np.uint8), mode="L").save(folder / f"{split}annot/{name}.png")
+            rgb = np.stack([rows * 10 + k, cols * 20, np.full_like(rows, 7)], -1).astype(np.uint8)
+            Image.fromarray(rgb).save(folder / split / f"{name}.png")
+            prefix = f"{listed_as}/" if listed_as else ""
+            lines.append(f"{prefix}{split}/{name}.png {prefix}{split}annot/{name}.png")
+        (folder / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+SPLITS = {"train": ["0001TP_000030", "0016E5_000060"], "val": ["0016E5_000070"],
+          "test": ["0001TP_000090", "Seq05VD_f00000", "Seq05VD_f00030"]}
+
+
+@pytest.mark.parametrize("listed_as", ["/SegNet/CamVid", "/elsewhere/my-copy", ""])
+def test_list_paths_resolve_under_the_given_folder(tmp_path, listed_as):
+    folder = write_layout(tmp_path, SPLITS, listed_as=listed_as)
+    dataset = CamVid(tmp_path, "trainval")  # the parent of the CamVid folder
+    assert dataset.ids == SPLITS["train"] + SPLITS["val"] and dataset.root == folder
+    sample = dataset[2]
+    rows, cols = np.mgrid[:H, :W]
+    raw = (rows + cols + 0) % 12
+    assert torch.equal(sample["label"], torch.from_numpy(np.where(raw == 11, 255, raw).astype(np.int64)))
+    assert sample["image"][0].tolist() == (rows * 10).tolist() and sample["sequence"] == "0016E5"
+    assert CamVid(folder, "test").eval_subsets == {"Seq05VD": frozenset({"Seq05VD"})}
+
+
+def one_line_error(kind, call, *fragments):
+    with pytest.raises(kind) as caught:
+        call()
+    message = str(caught.value)
+    assert "\n" not in message, message
+    for fragment in fragments:
+        assert str(fragment) in message, message
+    return message
+
+
+def test_missing_folder_list_and_files_are_named(tmp_path):
+    one_line_error(FileNotFoundError, lambda: CamVid(tmp_path / "nowhere", "train"), tmp_path / "nowhere")
+    one_line_error(FileNotFoundError, lambda: CamVid(tmp_path, "train"), tmp_path / "CamVid", "train.txt")
+    folder = write_layout(tmp_path, {"train": SPLITS["train"]})
+    one_line_error(FileNotFoundError, lambda: CamVid(folder, "test"), folder / "test.txt")
+    (folder / "trainannot" / "0016E5_000060.png").unlink()
+    one_line_error(FileNotFoundError, lambda: CamVid(folder, "train"), f"{folder / 'train.txt'}:2",
+                   folder / "trainannot" / "0016E5_000060.png")
+    one_line_error(ValueError, lambda: CamVid(folder, "trainaug"), "trainaug", "train, val, test, trainval")
+
+
+def test_malformed_list_lines_are_named(tmp_path):
+    folder = write_layout(tmp_path, {"train": SPLITS["train"]})
+    (folder / "train.txt").write_text("train/0001TP_000030.png\n")
+    one_line_error(ValueError, lambda: CamVid(folder, "train"), f"{folder / 'train.txt'}:1", "image_path label_path")
+    (folder / "train.txt").write_text("train/0001TP_000030.png trainannot/0016E5_000060.png\n")
+    one_line_error(ValueError, lambda: CamVid(folder, "train"), "differ in name")
+    (folder / "train.txt").write_text("\n")
+    one_line_error(ValueError, lambda: CamVid(folder, "train"), "lists no images")
+
+
+def test_bad_files_give_one_line_errors_naming_them(tmp_path):
+    folder = write_layout(tmp_path, {"train": ["0001TP_000030", "0001TP_000060", "0001TP_000090"]})
+    label_12 = folder / "trainannot" / "0001TP_000030.png"
+    Image.fromarray(np.full((H, W), 12, np.uint8), mode="L").save(label_12)
+    smaller = folder / "trainannot" / "0001TP_000060.png"
+    Image.fromarray(np.zeros((H, W - 1), np.uint8), mode="L").save(smaller)
+    truncated = folder / "train" / "0001TP_000090.png"
+    truncated.write_bytes(truncated.read_bytes()[:60])
+    dataset = CamVid(folder, "train")
+    one_line_error(ValueError, lambda: dataset[0], label_12, "[12]", "outside 0..11")
+    one_line_error(ValueError, lambda: dataset[1], folder / "train" / "0001TP_000060.png", smaller, "6×8", "6×7")
+    one_line_error(ValueError, lambda: dataset[2], truncated, "truncated or corrupt")
+    label = folder / "trainannot" / "0001TP_000090.png"
+    label.write_bytes(label.read_bytes()[:40])
+    one_line_error(ValueError, lambda: dataset[2], label, "truncated or corrupt")
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(label)
+    one_line_error(ValueError, lambda: dataset[2], label, "mode RGB")
+
+
+def test_data_config_builds_camvid_and_keeps_its_labels_full_size(tmp_path):
+    folder = write_layout(tmp_path, SPLITS)
+    cfg = DataConfig(dataset="camvid", root=str(tmp_path), crop_size=[4, 6])
+    dataset = build_dataset(cfg, "test", limit=2)
+    assert [dataset[i]["name"] for i in range(2)] == SPLITS["test"][:2]
+    assert evaluation_subsets(dataset) == {"Seq05VD": frozenset({"Seq05VD"})}
+    assert build_augmentations(cfg)[1].out_size is None  # evaluation sees the labels as they are
+    for key, value in (("eval_size", [4, 6]), ("canvas", [4, 6])):
+        bad = DataConfig(dataset="camvid", root=str(folder), **{key: value})
+        one_line_error(ConfigError, lambda: build_dataset(bad, "test"), f"data.{key}", "full 360×480", "eval.short_sides")
+    one_line_error(ConfigError, lambda: build_dataset(DataConfig(dataset="camvid", root=str(folder),
+                                                                 synthesize_if_missing=True), "test"),
+                   "data.synthesize_if_missing")
+    one_line_error(ConfigError, lambda: build_dataset(DataConfig(dataset="cityscapes"), "val"), "'camvid'")
