@@ -1,5 +1,6 @@
 """The demo's figures: each stage's trained models, rebuilt from their checkpoints by their task
-(``labelreg.tasks.model_from_checkpoint``, depth's entry merged in), run on the first validation images."""
+(``labelreg.tasks.model_from_checkpoint``, depth's entry merged in), run on the first validation images. Label
+maps are drawn in the data set's colours with a legend of the classes shown (``labelreg.viz.class_colours``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,8 +14,9 @@ from labelreg.data.loader import make_loader, to_device
 from labelreg.data.transforms import denormalize
 from labelreg.runtime import resolve_device
 from labelreg.tasks import TASKS, model_from_checkpoint
-from labelreg.tasks.autoencoder import loop_spec, reconstruction_panels
-from labelreg.viz import depth_figure, image_grid, overlay, save_png, segmentation_figure, to_uint8_image
+from labelreg.tasks.autoencoder import autoencoder_forward, loop_spec
+from labelreg.viz import (ClassColours, class_colours, depth_figure, overlay, panel_figure, save_figure,
+                          segmentation_figure, to_uint8_image)
 
 FIGURE_ROWS = 6
 DEMO_TASKS = {**TASKS, "depth": DEPTH_TASK}  # the application layer merges depth's entry
@@ -26,20 +28,34 @@ def validation_batch(cfg: Config, count: int = FIGURE_ROWS) -> tuple[dict, objec
     return next(iter(make_loader(dataset, batch_size=count, shuffle=False, num_workers=0))), dataset
 
 
+def dataset_colours(cfg: Config, dataset) -> ClassColours:
+    """The class names of ``dataset`` in the colours of ``cfg.data.dataset``."""
+    return class_colours(dataset_class_names(dataset), cfg.data.dataset)
+
+
 def autoencoder_figure(cfg: Config, checkpoint: dict, path: Path) -> Path:
-    """Rows of [image, ground-truth labels over it, labels, reconstruction] for validation images."""
+    """Rows of [image, ground-truth labels over it, labels (the input), reconstruction] for validation images,
+    with a legend of the classes in the label maps (thesis §5.3.1)."""
     device = resolve_device(cfg.train.device)
     batch, dataset = validation_batch(cfg)
     model = model_from_checkpoint(checkpoint, table=DEMO_TASKS, num_classes=dataset_num_classes(dataset))
     model = model.to(device).eval()
     spec = loop_spec(cfg, model, dataset_class_names(dataset))
+    prepared = spec.eval_augment(to_device(batch, device))
     with torch.inference_mode():
-        panels = reconstruction_panels(model, spec.eval_augment(to_device(batch, device)), FIGURE_ROWS)
+        reconstructed = autoencoder_forward(model, prepared)["seg"].argmax(1).cpu()
+    colours, labels = dataset_colours(cfg, dataset), prepared["label"].cpu()
     rows = []
-    for index, (labels, reconstruction) in enumerate(panels):
+    for index in range(min(FIGURE_ROWS, len(reconstructed))):
         image = to_uint8_image(batch["image"][index])
-        rows.append([image, overlay(image, batch["label"][index].numpy()), labels, reconstruction])
-    return save_png(image_grid(rows, titles=["image", "overlay", "labels (input)", "reconstruction"]), path)
+        rows.append([image, overlay(image, batch["label"][index].numpy(), colours=colours),
+                     colours.colorize(labels[index]), colours.colorize(reconstructed[index])])
+    figure, _ = panel_figure(rows, column_titles=["image", "ground truth over it", "labels (input)", "reconstruction"],
+                             title="Label autoencoder (phase one): validation label maps, and what the autoencoder "
+                                   "reconstructs from them through its bottleneck",
+                             legend=colours.legend([batch["label"][:len(rows)], labels[:len(rows)],
+                                                    reconstructed[:len(rows)]]))
+    return save_figure(figure, path)
 
 
 def segmenter_figure(runs: list[tuple[str, Config, dict]], path: Path) -> Path:
@@ -58,7 +74,9 @@ def segmenter_figure(runs: list[tuple[str, Config, dict]], path: Path) -> Path:
         columns.append((title, outputs["seg"].argmax(1)))
         if "aux_seg" in outputs:
             columns.append((f"{title}: auxiliary", outputs["aux_seg"].argmax(1)))
-    return segmentation_figure(prepared["image"], prepared["label"], columns, path, rows=FIGURE_ROWS)
+    title = "Validation images: the ground truth and the predicted classes of " + " and ".join(t for t, *_ in runs)
+    return segmentation_figure(prepared["image"], prepared["label"], columns, path, rows=FIGURE_ROWS,
+                               colours=dataset_colours(cfg, dataset), title=title)
 
 
 def depth_predictions_figure(cfg: Config, checkpoints: list[tuple[str, dict]], path: Path) -> dict:
