@@ -326,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--launcher", choices=("local", "submitit"), default="local",
                        help="local worker processes, or submitit (Slurm when available, else local)")
     add_no_progress(study)
+    for name, sub in commands.choices.items():
+        sub.set_defaults(run=COMMANDS[name])  # what main runs for it
     return parser
 
 
@@ -375,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "no_progress", False):
         os.environ[NO_PROGRESS_ENV] = "1"  # read by every progress bar, here and in the study's subprocesses
     try:
-        COMMANDS[args.command](args)
+        args.run(args)
     except EXPECTED_ERRORS as error:
         print(f"labelreg {args.command}: error: {error_message(error)}", file=sys.stderr)
         return 2
