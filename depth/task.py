@@ -24,10 +24,11 @@ from labelreg.data.nyu import NYUv2DepthOnly
 from labelreg.data.sampling import MixedBatchSampler
 from labelreg.engine import LoopSpec, fit, predict_batches
 from labelreg.losses import masked_cross_entropy
-from labelreg.metrics import DepthMetrics, SegMetrics
+from labelreg.metrics import DEPTH_KEYS, DepthMetrics, SegMetrics
 from labelreg.palette import IGNORE_INDEX
 from labelreg.runtime import current, resolve_device, seed_everything, training_device
 from labelreg.tasks import TaskEntry
+from labelreg.tasks.checks import SEGMENTATION_METRICS
 from labelreg.tasks.evaluate import evaluation_loader, refuse_options
 from labelreg.viz import save_png
 
@@ -370,7 +371,14 @@ def metrics_protocol(cfg: Config) -> str:
             "mean of per-image values; relative errors divided by the ground truth; rmse in metres")
 
 
-DEPTH_TASK = TaskEntry(train=train, evaluate_checkpoint=evaluate_checkpoint, model_from_checkpoint=model_from_checkpoint)
+def depth_metrics(cfg: Config) -> tuple[str, ...]:
+    """``evaluate_depth``'s scores: both aggregations of every depth metric, and for models with a segmentation
+    output the segmentation scores."""
+    return tuple(f"{aggregation}_{key}" for aggregation in ("pixel", "image") for key in DEPTH_KEYS) + SEGMENTATION_METRICS
+
+
+DEPTH_TASK = TaskEntry(train=train, evaluate_checkpoint=evaluate_checkpoint, model_from_checkpoint=model_from_checkpoint,
+                       best_metrics=depth_metrics)
 """The entry of ``cfg.task == "depth"`` for labelreg's table of tasks (merged in by the application layer)."""
 
 __all__ = ["DEPTH_TASK", "build_model", "checkpoint_num_classes", "eval_input_size", "evaluate_checkpoint",

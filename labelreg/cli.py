@@ -51,7 +51,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     from depth.task import DEPTH_TASK
     from labelreg.config import ConfigError, load_config
     from labelreg.engine import claim_run_directory, run_directory
+    from labelreg.storage import TRAINING_STATE_KEYS, load_run_checkpoint
     from labelreg.tasks import TASKS, task_entry
+    from labelreg.tasks.checks import check_start_checkpoints, check_training_config
 
     task = TRAIN_COMMANDS[args.command]
     cfg = load_config(args.config, args.overrides)
@@ -63,6 +65,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.overwrite and resume_here:
         raise ConfigError("--overwrite deletes the run's checkpoints, --resume continues from them: give one of them")
     entry = task_entry(task, {**TASKS, "depth": DEPTH_TASK})  # the application layer is the one place that knows depth
+    check_training_config(cfg, entry.best_metrics)  # values only the task can judge, before anything is read
+    check_start_checkpoints(cfg)  # model.init_from / regularizer.autoencoder of the right kind
+    if args.resume_from is not None:  # the kind of file is checked before the run directory is claimed
+        load_run_checkpoint(args.resume_from, purpose="--resume-from", tasks=(task,), keys=TRAINING_STATE_KEYS)
     # held until the run ends: refuses a second process, and a finished run unless --resume or --overwrite
     with claim_run_directory(cfg.run_dir, resume=resume_here, overwrite=args.overwrite):
         resume = args.resume_from
@@ -80,12 +86,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from depth.task import DEPTH_TASK, metrics_protocol
     from labelreg.config import config_from_dict
     from labelreg.engine import run_directory
-    from labelreg.storage import load_checkpoint, write_json
+    from labelreg.storage import load_run_checkpoint, write_json
     from labelreg.tasks import TASKS, task_entry
     from labelreg.tasks.evaluate import format_metrics
     from labelreg.tasks.resolved import resolved_for_checkpoint
 
-    checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint = load_run_checkpoint(args.checkpoint, purpose="labelreg eval")
     cfg = config_from_dict(checkpoint["config"], args.overrides)
     split = args.split or cfg.data.val_split
     evaluate = task_entry(cfg.task, {**TASKS, "depth": DEPTH_TASK}).evaluate_checkpoint
@@ -110,14 +116,12 @@ def cmd_export(args: argparse.Namespace) -> None:
     (a new config; the run's is left as it was loaded)."""
     import dataclasses
 
-    from labelreg.config import ConfigError, config_from_dict, to_dict
+    from labelreg.config import config_from_dict, to_dict
     from labelreg.models.regularizer import plain_segmenter_state
-    from labelreg.storage import load_checkpoint, save_checkpoint
+    from labelreg.storage import load_run_checkpoint, save_checkpoint
 
-    checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint = load_run_checkpoint(args.checkpoint, purpose="labelreg export", tasks=("segmentation",))
     cfg = config_from_dict(checkpoint["config"])
-    if cfg.task != "segmentation":
-        raise ConfigError(f"{args.checkpoint} is a {cfg.task!r} checkpoint; export is for segmenters")
     state = plain_segmenter_state(checkpoint["model"])
     exported = dataclasses.replace(cfg, regularizer=dataclasses.replace(cfg.regularizer, kind="none"),
                                    model=dataclasses.replace(cfg.model, pretrained_backbone=None, init_from=None))
@@ -326,8 +330,6 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--launcher", choices=("local", "submitit"), default="local",
                        help="local worker processes, or submitit (Slurm when available, else local)")
     add_no_progress(study)
-    for name, sub in commands.choices.items():
-        sub.set_defaults(run=COMMANDS[name])  # what main runs for it
     return parser
 
 
@@ -346,15 +348,21 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     return parser.parse_args(argv)
 
 
-def error_message(error: BaseException) -> str:
-    """One line for an expected failure: the message, and for file-system errors the path and what to do."""
+# where each command's output goes when it is not a config's output_dir= (the hint a disk error gives)
+OUTPUT_OPTIONS = {"synth": "--out", "eval": "--out", "export": "--out", "demo": "--out", "study": "--out",
+                  "query": "--json/--figure", "bench": "--json"}
+
+
+def error_message(error: BaseException, command: str | None = None) -> str:
+    """One line for an expected failure: the message, and for file-system errors the path and what to do
+    (pointing at ``command``'s own output option: ``output_dir=`` for trainers, ``--out`` for most others)."""
     if isinstance(error, OSError) and not isinstance(error, FileNotFoundError) and error.filename is not None:
-        path = error.filename
+        path, option = error.filename, OUTPUT_OPTIONS.get(command, "output_dir=")
         if error.errno == errno.ENOSPC:
-            return f"no space left on device writing {path}; free some space or set output_dir= to another disk"
+            return f"no space left on device writing {path}; free some space or set {option} to another disk"
         if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             return (f"permission denied or read-only file system: {path}; make it writable/readable or set "
-                    "output_dir= to a writable folder")
+                    f"{option} to a writable folder")
         return f"{path}: {error.strerror or error}"
     message = str(error)
     if "\nOriginal Traceback" in message:  # raised in a DataLoader worker: the original error is the last line
@@ -377,9 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "no_progress", False):
         os.environ[NO_PROGRESS_ENV] = "1"  # read by every progress bar, here and in the study's subprocesses
     try:
-        args.run(args)
+        COMMANDS[args.command](args)
     except EXPECTED_ERRORS as error:
-        print(f"labelreg {args.command}: error: {error_message(error)}", file=sys.stderr)
+        runtime = sys.modules.get("labelreg.runtime")  # under torchrun: a collective that timed out names this rank
+        message = (runtime and runtime.collective_failure(error)) or error_message(error, args.command)
+        print(f"labelreg {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"labelreg {args.command}: interrupted; the last completed checkpoint is kept", file=sys.stderr)

@@ -31,6 +31,7 @@ Conventions (the same as torchvision's references):
 """
 from __future__ import annotations
 
+import datetime
 import os
 import random
 from dataclasses import dataclass
@@ -79,11 +80,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def setup(device_name: str = "auto") -> tuple[DistInfo, torch.device]:
+def setup(device_name: str = "auto", *, timeout_s: float = 1800.0) -> tuple[DistInfo, torch.device]:
     """Join the process group when launched by torchrun; return (info, this process's device).
 
     ``device_name``: ``train.device``. Under torchrun, ``auto``/``cuda`` mean one GPU per
-    process (``cuda:LOCAL_RANK``) with NCCL; ``cpu`` (or no GPU) means gloo on CPU.
+    process (``cuda:LOCAL_RANK``) with NCCL; ``cpu`` (or no GPU) means gloo on CPU. ``timeout_s``
+    (``train.ddp_timeout``): how long a collective waits for the other ranks before it fails, so a
+    hung or stopped rank ends the job instead of blocking it for ever.
     """
     if not launched_by_torchrun():
         return DistInfo(), resolve_device(device_name)
@@ -97,13 +100,33 @@ def setup(device_name: str = "auto") -> tuple[DistInfo, torch.device]:
     else:
         device = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
+        dist.init_process_group("nccl" if use_cuda else "gloo", device_id=device if use_cuda else None,
+                                timeout=datetime.timedelta(seconds=timeout_s))
+        _joined_timeout_s.append(timeout_s)
     return current(), device
 
 
+_COLLECTIVE_FAILURES = ("timed out", "timeout", "connection closed", "connection reset", "broken pipe")
+_joined_timeout_s: list[float] = []  # the timeout this process joined its group with (setup)
+
+
+def collective_failure(error: BaseException) -> str | None:
+    """One line for a collective that failed under torchrun (another rank hung, was stopped or died), naming
+    this rank and the timeout; None for any other error. Which rank is missing is not known here (gloo
+    closes a timed-out collective's connections), but torchrun's log names a rank that exited."""
+    text = str(error).strip()
+    if not current().enabled or not any(word in text.lower() for word in _COLLECTIVE_FAILURES):
+        return None
+    info = current()
+    waited = f"train.ddp_timeout={_joined_timeout_s[-1]:g} s" if _joined_timeout_s else "train.ddp_timeout"
+    return (f"rank {info.rank} of {info.world_size}: a collective failed waiting for the other ranks ({waited}; "
+            f"one of them hung, was stopped or died): {text.splitlines()[0] if text else type(error).__name__}")
+
+
 def training_device(cfg: Config) -> torch.device:
-    """This process's device for ``cfg.train.device``; joins the process group under torchrun."""
-    return setup(cfg.train.device)[1]
+    """This process's device for ``cfg.train.device``; joins the process group under torchrun
+    (collectives time out after ``cfg.train.ddp_timeout`` seconds)."""
+    return setup(cfg.train.device, timeout_s=cfg.train.ddp_timeout)[1]
 
 
 def seed_everything(seed: int) -> None:

@@ -6,6 +6,10 @@
   later run can remove the ones a killed writer left (``labelreg.engine.checkpoint``).
 - ``load_checkpoint`` and ``safe_load`` read with ``torch.load(weights_only=True)``: a file that
   holds code is refused, never executed, and every failure is one line naming the file.
+- ``load_run_checkpoint`` is what every entry point that takes a user's checkpoint reads it with (eval,
+  export, query, ``--resume-from``, ``model.init_from``, ``regularizer.autoencoder``): a bare state dict, a
+  list, a dict without a config or a checkpoint of the wrong task is one line saying what the file is and
+  what was wanted, before anything else happens.
 """
 from __future__ import annotations
 
@@ -29,7 +33,10 @@ def temporary_name(path: Path) -> Path:
 
 
 def _write_failed(error: BaseException, path: Path) -> OSError:
-    """An OSError naming ``path`` (torch reports a full disk as a RuntimeError of its stream writer)."""
+    """An OSError naming ``path``, one line.
+
+    torch reports a short write (a full disk, a file-size limit) as a RuntimeError of its zip writer,
+    ``[enforce fail at inline_container.cc:…] . unexpected pos …`` or ``… failed writing …``, with no path."""
     code = getattr(error, "errno", None)
     if code is None:
         try:
@@ -39,7 +46,20 @@ def _write_failed(error: BaseException, path: Path) -> OSError:
             pass
     if code == errno.ENOSPC:
         return OSError(errno.ENOSPC, "no space left on device", str(path))
-    return OSError(code or errno.EIO, getattr(error, "strerror", None) or str(error), str(path))
+    if code == errno.EFBIG:
+        return OSError(errno.EFBIG, "file too large (over the file system's or the process's file-size limit)",
+                       str(path))
+    if isinstance(error, RuntimeError):
+        return OSError(errno.EIO, "the file could not be written completely (disk full or over a file-size "
+                                  "limit?); the previous file, if any, is unchanged", str(path))
+    text = getattr(error, "strerror", None) or str(error)
+    return OSError(code or errno.EIO, text.splitlines()[0] if text else "write failed", str(path))
+
+
+def _short_write(error: RuntimeError) -> bool:
+    """Whether torch's RuntimeError is its stream writer failing to write (not a bug in the payload)."""
+    text = str(error).lower()
+    return "write" in text or "unexpected pos" in text or "inline_container" in text
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -66,11 +86,14 @@ def _replace_atomically(path: Path, mode: str, write: Callable[[IO], None]) -> N
     except OSError as error:
         raise _write_failed(error, path) from error
     except RuntimeError as error:  # torch's stream writer reports a failed write (e.g. a full disk) this way
-        if "write" not in str(error).lower():
+        if not _short_write(error):
             raise
         raise _write_failed(error, path) from error
     finally:
-        temporary.unlink(missing_ok=True)
+        try:  # on a read-only file system even removing a missing file fails: keep the error that names path
+            temporary.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def json_safe(value: Any) -> Any:
@@ -125,3 +148,60 @@ def safe_load(path: str | Path, what: str = "checkpoint", map_location: str | to
     except Exception as error:  # torch raises several types for truncated or foreign files
         raise RuntimeError(f"cannot read {what} {path} (truncated or not a torch file? "
                            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from error
+
+
+TRAINING_STATE_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "step", "rng")  # what a resume restores
+
+
+def checkpoint_kind(checkpoint: Any) -> str:
+    """What a loaded file holds, in words: ``a segmentation checkpoint (task=segmentation, regularizer.kind=decoder)``,
+    ``a bare state dict (no config)``, ``a list``…"""
+    if not isinstance(checkpoint, dict):
+        return f"a {type(checkpoint).__name__}, not a checkpoint dict"
+    config = checkpoint.get("config")
+    if not isinstance(config, dict):
+        if checkpoint and all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
+            return "a bare state dict (no config), as torch.save(model.state_dict()) writes"
+        shown = ", ".join(map(str, list(checkpoint)[:5])) + (", …" if len(checkpoint) > 5 else "")
+        return f"a dict without a config (keys: {shown or 'none'})"
+    task = config.get("task")
+    if not isinstance(task, str):
+        return "a checkpoint whose config names no task"
+    regularizer = config.get("regularizer")
+    kind = regularizer.get("kind", "none") if isinstance(regularizer, dict) else "none"
+    return f"{_article(task)} {task} checkpoint (task={task}" + (f", regularizer.kind={kind})" if kind != "none" else ")")
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def check_checkpoint(checkpoint: Any, path: str | Path, *, purpose: str, tasks: tuple[str, ...] | None = None,
+                     keys: tuple[str, ...] = ("model",)) -> dict[str, Any]:
+    """``checkpoint`` (loaded from ``path``) if it is a labelreg checkpoint of one of ``tasks`` (None: any)
+    holding ``keys``; else a ``ValueError``, one line: what the file is and what ``purpose`` wants."""
+    wanted = " or ".join(tasks) if tasks else "labelreg"
+    wanted = f"{_article(wanted)} {wanted}"
+    kind = checkpoint_kind(checkpoint)
+    config = checkpoint.get("config") if isinstance(checkpoint, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if not isinstance(task, str):
+        raise ValueError(f"{path} holds {kind}; {purpose} wants {wanted} checkpoint written by labelreg "
+                         "(a run's checkpoints/best.pt or last.pt): save it with a labelreg trainer")
+    if tasks and task not in tasks:
+        raise ValueError(f"{path} is {kind}; {purpose} wants {wanted} checkpoint")
+    missing = [key for key in keys if key not in checkpoint]
+    if missing:
+        wants = ("a training checkpoint (a run's checkpoints/last.pt or best.pt)" if "optimizer" in missing
+                 else f"{wanted} checkpoint with its model weights")
+        raise ValueError(f"{path} is {kind} without {', '.join(missing)}; {purpose} wants {wants}")
+    if "model" in keys and not isinstance(checkpoint["model"], dict):
+        raise ValueError(f"{path} is {kind} whose 'model' is not a state dict; {purpose} wants model weights")
+    return checkpoint
+
+
+def load_run_checkpoint(path: str | Path, *, purpose: str, tasks: tuple[str, ...] | None = None,
+                        keys: tuple[str, ...] = ("model",),
+                        map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """``load_checkpoint`` then ``check_checkpoint``: the one way an entry point reads a user's checkpoint."""
+    return check_checkpoint(load_checkpoint(path, map_location), path, purpose=purpose, tasks=tasks, keys=keys)

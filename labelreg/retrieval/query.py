@@ -22,9 +22,10 @@ from labelreg.retrieval.geometry import class_box, parse_box, pixel_box_to_cells
 from labelreg.retrieval.index import QueryResult, RegionIndex, index_description, open_index, run_query
 from labelreg.retrieval.sources import image_source, label_source
 from labelreg.runtime import resolve_device
-from labelreg.storage import load_checkpoint, write_json
+from labelreg.storage import load_run_checkpoint, write_json
 
 Box = tuple[int, int, int, int]
+SOURCE_OPTIONS = {"labels": ("--autoencoder", ("autoencoder",)), "images": ("--segmenter", ("segmentation",))}
 
 
 def find_sample(dataset: Dataset, image: str) -> tuple[int, dict]:
@@ -108,9 +109,10 @@ def query_checkpoints(images: Sequence[str], *, autoencoder: str | Path | None =
     for all (default: the whole image). The data come from the query checkpoint's config, with
     ``dataset`` (then its own standard splits), ``root`` and ``data.key=value`` ``overrides``; splits
     default to its ``data.train_split`` (queries) and ``data.val_split`` (reference). The index is kept
-    in ``<run>/index/`` (``open_index``); the JSON record and the figure go to ``<run>/queries/`` unless
-    ``json_path`` / ``figure_path`` are given. ``overlay="predictions"`` colours the figure by the
-    segmenter's predicted labels. Bad input raises ``ConfigError`` or ``ValueError`` before any index is built.
+    in ``<run>/index/`` (``open_index``); the JSON record goes to ``<run>/queries/`` unless ``json_path`` is
+    given, the figure next to the JSON (same name, ``.png``) unless ``figure_path`` is given.
+    ``overlay="predictions"`` colours the figure by the segmenter's predicted labels. Bad input (a wrong kind
+    of checkpoint included) raises ``ConfigError`` or ``ValueError`` before any index is built.
     """
     if not (autoencoder or segmenter):
         raise ConfigError("give --autoencoder CKPT (query from label maps) or --segmenter CKPT (query from images)")
@@ -122,7 +124,10 @@ def query_checkpoints(images: Sequence[str], *, autoencoder: str | Path | None =
     if checkpoints[reference_kind] is None:
         raise ConfigError(f"--reference-from {reference_kind} needs "
                           f"{'--autoencoder' if reference_kind == 'labels' else '--segmenter'} CKPT")
-    stored = load_checkpoint(checkpoints[query_kind])["config"]
+    # both files' kinds are checked before any data set is read or index built
+    loaded = {kind: load_run_checkpoint(checkpoints[kind], purpose=option, tasks=tasks)
+              for kind, (option, tasks) in SOURCE_OPTIONS.items() if kind in (query_kind, reference_kind)}
+    stored = loaded[query_kind]["config"]
     switched = dataset and dataset != stored["data"]["dataset"]  # then its own standard splits
     data_overrides = [*([f"data.dataset={dataset}", "data.train_split=train",
                          f"data.val_split={'val' if dataset == 'voc' else 'test'}"] if switched else []),
@@ -160,7 +165,7 @@ def query_checkpoints(images: Sequence[str], *, autoencoder: str | Path | None =
     write_json(out_json, {"index": str(index.path), "metric": metric, "pooling": pooling, "query_split": split,
                           "reference_split": reference_split, "reference_from": reference_kind,
                           "results": [result.as_dict() for result, _ in results]})
-    figure = query_figure(results, reference, Path(figure_path) if figure_path else folder / f"{stem}.png",
+    figure = query_figure(results, reference, Path(figure_path) if figure_path else out_json.with_suffix(".png"),
                           titles=[query_kind] * len(results),
                           labels_of=sources["images"].predict if overlay == "predictions" else None)
     return QueryRun(index, reference_kind, results, out_json, figure)

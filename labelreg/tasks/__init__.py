@@ -13,8 +13,9 @@ from typing import Callable
 
 from torch import nn
 
-from labelreg.config import ConfigError
+from labelreg.config import Config, ConfigError
 from labelreg.tasks import autoencoder, classification, segmentation
+from labelreg.tasks.checks import autoencoder_metrics, classification_metrics, segmentation_metrics
 
 
 @dataclass(frozen=True)
@@ -27,20 +28,26 @@ class TaskEntry:
       it has no meaning for with a ``ConfigError``.
     - ``model_from_checkpoint(checkpoint, *, with_regularizer=False, **options) -> nn.Module``: the
       model of a loaded checkpoint with its weights in place; nothing is downloaded or read besides it.
+    - ``best_metrics(cfg) -> names``: the metrics its evaluation reports, which ``train.best_metric`` may
+      name (checked at load by ``checks.check_training_config``); None: not checked.
     """
 
     train: Callable[..., dict]
     evaluate_checkpoint: Callable[..., dict]
     model_from_checkpoint: Callable[..., nn.Module]
+    best_metrics: Callable[[Config], tuple[str, ...]] | None = None
 
 
 TASKS: dict[str, TaskEntry] = {
     "autoencoder": TaskEntry(train=autoencoder.train, evaluate_checkpoint=autoencoder.evaluate_checkpoint,
-                             model_from_checkpoint=autoencoder.model_from_checkpoint),
+                             model_from_checkpoint=autoencoder.model_from_checkpoint,
+                             best_metrics=autoencoder_metrics),
     "segmentation": TaskEntry(train=segmentation.train, evaluate_checkpoint=segmentation.evaluate_checkpoint,
-                              model_from_checkpoint=segmentation.model_from_checkpoint),
+                              model_from_checkpoint=segmentation.model_from_checkpoint,
+                              best_metrics=segmentation_metrics),
     "classification": TaskEntry(train=classification.train, evaluate_checkpoint=classification.evaluate_checkpoint,
-                                model_from_checkpoint=classification.model_from_checkpoint),
+                                model_from_checkpoint=classification.model_from_checkpoint,
+                                best_metrics=classification_metrics),
 }
 
 
