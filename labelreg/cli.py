@@ -330,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--launcher", choices=("local", "submitit"), default="local",
                        help="local worker processes, or submitit (Slurm when available, else local)")
     add_no_progress(study)
+    for name, sub in commands.choices.items():
+        sub.set_defaults(run=COMMANDS[name])  # what main runs for it
     return parser
 
 
@@ -385,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "no_progress", False):
         os.environ[NO_PROGRESS_ENV] = "1"  # read by every progress bar, here and in the study's subprocesses
     try:
-        COMMANDS[args.command](args)
+        args.run(args)
     except EXPECTED_ERRORS as error:
         runtime = sys.modules.get("labelreg.runtime")  # under torchrun: a collective that timed out names this rank
         message = (runtime and runtime.collective_failure(error)) or error_message(error, args.command)

@@ -212,7 +212,7 @@ class TrainConfig:
     # weights a run used are in its resolved.json
     loss_weights: dict[str, float] = field(default_factory=dict)
     # segmentation: "ce" | "asymmetric" (1/f_c-weighted, divided by the valid pixels, eq. 3.3.1)
-    # | "asymmetric_weighted_mean" (divided by the summed weights, as torch's weighted mean)
+    # | "asymmetric_weighted_mean" (divided by the summed weights, as torch's weighted mean) | "median_frequency" (SegNet)
     loss: str = "ce"
     images_to_log: int = 4
 

@@ -61,6 +61,33 @@ def inverse_frequency_weights(frequencies: torch.Tensor) -> torch.Tensor:
     return weights / present.sum()
 
 
+def presence_pixels(label: torch.Tensor, num_classes: int, sizes: torch.Tensor | None = None,
+                    ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Per class, the pixels of the images it occurs in (int64, C): B×H×W labels, each image counted at its own
+    size ``sizes`` (B×2 H, W before collation padding; default H×W), its ignored pixels included."""
+    batch, height, width = label.shape
+    areas = sizes.long().prod(dim=1) if sizes is not None else torch.full((batch,), height * width, dtype=torch.int64)
+    flat = label.reshape(batch, -1).long()
+    valid = flat != ignore_index
+    occurs = torch.zeros(batch, num_classes + 1, dtype=torch.bool)  # one extra column collects ignored pixels
+    occurs.scatter_(1, torch.where(valid, flat, num_classes).cpu(), True)
+    return (occurs[:, :num_classes].long() * areas.cpu()[:, None]).sum(dim=0)
+
+
+def median_frequency_weights(frequencies: torch.Tensor) -> torch.Tensor:
+    """Median frequency balancing (Eigen & Fergus, ICCV 2015; SegNet's CamVid loss, PAMI 2017): w_c = median(f) / f_c,
+    where f_c is class c's pixels over the pixels of the images it occurs in (``presence_pixels``). The median is
+    over the classes that occur (the mean of the middle two for an even count); classes never seen get weight 0.
+    Unlike ``inverse_frequency_weights`` the weights are not rescaled: the median class weighs 1."""
+    present = frequencies > 0
+    if not bool(present.any()):
+        raise ValueError("no class occurs: cannot compute median frequency weights")
+    weights = torch.zeros_like(frequencies, dtype=torch.float32)
+    median = torch.quantile(frequencies[present].double(), 0.5)
+    weights[present] = (median / frequencies[present].double()).float()
+    return weights
+
+
 def masked_one_hot_mse(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """The thesis' "†" auxiliary loss (§5.4.1: "For these experiments, we use MSE loss"): per pixel the
     squared distance between softmax(logits) and the one-hot target, summed over the C classes (between

@@ -269,8 +269,11 @@ def test_version_is_the_installed_package_metadata(capsys):
 
 
 def test_every_command_runs_a_function_of_the_dispatch_table():
-    top_level = {name for name in subcommands(build_parser()) if " " not in name}
+    parser = build_parser()
+    top_level = {name for name in subcommands(parser) if " " not in name}
     assert top_level == set(COMMANDS)
+    assert parser.parse_args(["weak", "localize", "--config", "c.yaml"]).run is COMMANDS["weak"]
+    assert parser.parse_args(["export", "--checkpoint", "a.pt", "--out", "b.pt"]).run is COMMANDS["export"]
 
 
 @pytest.mark.parametrize("words", sorted(subcommands(build_parser())))

@@ -49,7 +49,7 @@ def check_full_resolution_scoring(cfg: DataConfig) -> None:
         if getattr(cfg, key) is not None:
             raise ConfigError(f"data.{key}={getattr(cfg, key)!r}: CamVid is scored on its full 360×480 labels, so "
                               f"data.{key} must be null; train at a smaller size with data.crop_size and let the "
-                              "segmenter read that size at evaluation with eval.short_sides (e.g. [180])")
+                              "segmenter read that size at evaluation with eval.scales=[] eval.short_sides=[180] (e.g.)")
 
 
 def build_dataset(cfg: DataConfig, split: str, *, limit: int | None = None) -> Dataset:

@@ -13,8 +13,8 @@ Frame names are ``<sequence>_<frame>``: train comes from 0001TP, 0006R0 and 0016
 
 Evaluation protocol (``labelreg.data.build`` enforces it; the recipes in ``configs/camvid`` follow it): every
 prediction is scored against the label at its full 360×480 resolution, whatever size the model trained at:
-``data.eval_size`` and ``data.canvas`` stay null, and ``eval.short_sides`` (e.g. ``[180]``) gives the size
-the segmenter reads, its logits upsampled bilinearly to 360×480 before the argmax. The metrics are those of
+``data.eval_size`` and ``data.canvas`` stay null, and ``eval.scales: []`` with ``eval.short_sides: [180]`` (e.g.)
+gives the one size the segmenter reads, its logits upsampled bilinearly to 360×480 before the argmax. The metrics are those of
 the whole split plus, per unseen part, the same metrics prefixed by its name (``Seq05VD_miou`` …).
 """
 from __future__ import annotations

@@ -7,7 +7,6 @@ torchvision's segmenters train too, as ``model.name: tv:deeplabv3_resnet50`` …
 ``regularizer.kind: decoder`` they are wrapped by the drop-in ``models.dropin.RegularizedOutputs``."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +17,18 @@ from torch import nn
 from labelreg.config import Config, ConfigError, config_from_dict
 from labelreg.data.build import build_augmentations, dataset_class_names, dataset_num_classes
 from labelreg.data.transforms import denormalize
-from labelreg.data.loader import Batch, make_loader, to_device
+from labelreg.data.loader import Batch, to_device
 from labelreg.engine import LoopSpec, claim_for_training, fit
-from labelreg.losses import class_frequencies, inverse_frequency_weights, masked_cross_entropy, masked_one_hot_mse
+from labelreg.losses import masked_cross_entropy, masked_one_hot_mse
 from labelreg.models import MODELS, TORCHVISION_SEGMENTERS, LabelAutoencoder, build_segmenter
 from labelreg.models.autoencoder import autoencoder_from_checkpoint, variant_from_weights
 from labelreg.models.dropin import RegularizedOutputs
 from labelreg.models.regularizer import DecoderRegularized, EncoderRegularized, aux_target, plain_segmenter_state
 from labelreg.models.tvseg import TV_PREFIX, TV_TAPS, is_torchvision_name
-from labelreg.palette import IGNORE_INDEX
-from labelreg.runtime import all_reduce_sum, barrier, broadcast_flag, current, resolve_device
-from labelreg.storage import load_run_checkpoint, write_json
+from labelreg.runtime import current, resolve_device
+from labelreg.storage import load_run_checkpoint
 from labelreg.tasks.diagnostics import DiagnosticsRecord, finish_diagnostics, fixed_batch, with_diagnostics
+from labelreg.tasks.class_weights import WEIGHTED_LOSSES, loss_class_weights, training_frequencies
 from labelreg.tasks.evaluate import evaluate_segmentation, evaluation_loader, predict_at_size
 from labelreg.tasks.inference import inference_sizes, predict_probabilities
 from labelreg.tasks.resolved import write_resolved
@@ -37,7 +36,7 @@ from labelreg.tasks.start import start_label_map_run
 from labelreg.viz import image_grid, label_image, segmentation_figure, to_uint8_image
 
 REGULARIZERS = ("none", "decoder", "encoder")
-SEGMENTATION_LOSSES = ("ce", "asymmetric", "asymmetric_weighted_mean")
+SEGMENTATION_LOSSES = ("ce", *WEIGHTED_LOSSES)  # tasks.class_weights: the weighted ones
 # Default weight of the regularizer's term "aux" when regularizer.weight is null. Decoder branch, per
 # auxiliary loss: CE 0.5, the thesis' best (§5.4.2: "relative weighting of 0.5 achieves the highest
 # accuracy"); "†" MSE 1.0, our choice: the thesis swept this weight separately (Fig. 5.5; §5.4.2: "the
@@ -207,39 +206,6 @@ def loop_spec(cfg: Config, model: nn.Module, class_names: list[str],
                 dynamic_loss_weights=lambda history: loss_weights)
 
 
-def training_frequencies(cfg: Config, train_set, num_classes: int) -> torch.Tensor:
-    """Class frequencies of the training labels (float64), counted once and stored in the run directory.
-
-    The frequencies cover the whole training set also under torchrun (each rank counts its shard,
-    the counts are summed over the ranks), so every rank trains with the same weights. Rank 0 writes
-    ``class_frequencies.json`` atomically; every rank then reads it (and reads it again on resume).
-    """
-    path = cfg.run_dir / "class_frequencies.json"
-    if not broadcast_flag(path.is_file()):  # rank 0 decides, so every rank joins the sum below or none does
-        loader = make_loader(train_set, batch_size=cfg.data.eval_batch_size, shuffle=False,  # sharded under DDP
-                             num_workers=cfg.data.num_workers)
-        counts = torch.zeros(num_classes, dtype=torch.int64)
-        for batch in loader:  # one batch in memory at a time
-            valid = int((batch["label"] != IGNORE_INDEX).sum())
-            if valid:  # class_frequencies checks the label ids; fraction × pixels gives back the integer counts
-                counts += (class_frequencies([batch["label"]], num_classes) * valid).round().long()
-        counts = all_reduce_sum(counts)
-        if int(counts.sum()) == 0:
-            raise ValueError("no labeled pixels in the training set: cannot compute class frequencies")
-        if current().is_main:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_json(path, {"frequencies": (counts.double() / counts.sum()).tolist(), "pixels": counts.tolist()})
-        barrier()  # the file is complete before any rank reads it
-    try:
-        frequencies = torch.tensor(json.loads(path.read_text())["frequencies"], dtype=torch.float64)
-        if frequencies.shape != (num_classes,) or not bool(((frequencies >= 0) & (frequencies <= 1)).all()):
-            raise ValueError(f"expected {num_classes} fractions between 0 and 1, got {frequencies.tolist()[:8]}…")
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise RuntimeError(f"cannot read class frequencies {path}: {type(error).__name__}: {error}; delete the file "
-                           "to count them again from the training labels") from error
-    return frequencies
-
-
 def calibrate_feature_normalisation(cfg: Config, model: nn.Module, loader, spec: LoopSpec, device: torch.device) -> None:
     """Zoom-out models with ``normalize``: estimate per-channel mean/std from a few training batches."""
     segmenter = getattr(model, "segmenter", model)
@@ -300,9 +266,7 @@ def _train(cfg: Config, resume: str | Path | None) -> dict:
     loss_weights = default_loss_weights(cfg, model)
     if cfg.train.loss not in SEGMENTATION_LOSSES:
         raise ConfigError(f"train.loss={cfg.train.loss!r}; choose one of {SEGMENTATION_LOSSES}")
-    frequencies = (training_frequencies(cfg, run.train_set, run.num_classes) if cfg.train.loss.startswith("asymmetric")
-                   else None)
-    weights = inverse_frequency_weights(frequencies) if frequencies is not None else None
+    weights, frequencies = loss_class_weights(cfg, run.train_set, run.num_classes)
     write_resolved(cfg.run_dir, resolved_record(cfg, model, loss_weights, frequencies))
     spec = loop_spec(cfg, model, dataset_class_names(run.train_set), weights, loss_weights=loss_weights)
     if resume is None and cfg.model.init_from is None:  # a started model keeps its statistics

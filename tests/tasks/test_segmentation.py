@@ -9,16 +9,21 @@ import torch
 from PIL import Image
 from torch import nn
 
+from labelreg.cli import main
 from labelreg.config import ConfigError, load_config, to_dict
+from labelreg.data import CAMVID_CLASSES
 from labelreg.data.build import build_dataset
 from labelreg.engine import RunDirectoryError
+from labelreg.losses import median_frequency_weights, presence_pixels
 from labelreg.models.autoencoder import LabelAutoencoder
 from labelreg.palette import IGNORE_INDEX, voc_palette
 from labelreg.storage import load_checkpoint, save_checkpoint
 from labelreg.tasks import TASKS, model_from_checkpoint
+from labelreg.tasks.evaluate import evaluation_loader, format_metrics, predict_at_size
 from labelreg.tasks.inference import predict_probabilities
 from labelreg.tasks.resolved import RESOLVED_FILE, read_resolved
 from labelreg.tasks.segmentation import build_model, loop_spec
+from tests.data.test_camvid import REAL as REAL_CAMVID, SPLITS, write_layout
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SEG_CONFIG = CONFIGS / "demo" / "zoomout-densenet67-tiny_synth-nyu40.yaml"
@@ -169,3 +174,107 @@ def test_one_function_rebuilds_autoencoders_and_regularized_segmenters_from_thei
     assert cfg == load_config(SEG_CONFIG, [TINY_SEG, "regularizer.kind=decoder", f"regularizer.autoencoder={phase_one}"])
     with pytest.raises(ConfigError, match="known tasks"):
         model_from_checkpoint({"model": {}, "config": {"task": "poetry"}})
+
+
+# ---------------------------------------------------------------------------- CamVid: class weights, scoring
+def test_median_frequency_weights_by_hand():
+    """Image A (2×4): class 0 ×5, class 1 ×2, one ignored; image B: class 2 ×6, class 0 ×2; image C (2×3, padded
+    to 2×4 with ignore): class 1 ×6. Frequencies over the pixels of the images a class occurs in:
+    f0 = 7/16, f1 = (2 + 6)/(8 + 6) = 4/7, f2 = 6/8; median 4/7; class 3 never occurs."""
+    labels = torch.tensor([[[0, 0, 0, 1], [1, 255, 0, 0]], [[2, 2, 2, 2], [2, 2, 0, 0]],
+                           [[1, 1, 1, 255], [1, 1, 1, 255]]])
+    present = presence_pixels(labels, 4, torch.tensor([[2, 4], [2, 4], [2, 3]]))
+    assert present.tolist() == [16, 14, 8, 0]
+    assert presence_pixels(labels[:2], 4).tolist() == [16, 8, 8, 0]  # no sizes: every image is H×W
+    weights = median_frequency_weights(torch.tensor([7 / 16, 4 / 7, 6 / 8, 0.0], dtype=torch.float64))
+    assert weights.tolist() == pytest.approx([(4 / 7) / (7 / 16), 1.0, (4 / 7) / (6 / 8), 0.0], rel=1e-6)
+    # an even number of classes: the mean of the middle two
+    assert median_frequency_weights(torch.tensor([0.1, 0.2, 0.4, 0.8])).tolist() == pytest.approx([3, 1.5, 0.75, 0.375])
+
+
+class HeightModel(nn.Module):
+    """11 classes: class 0's logit is the input height minus 4.5, every other class' is 0 (class 1 wins ties), so
+    a 6-row input predicts class 0 everywhere and a 3-row one class 1; ``aux_seg`` is the same at a third of it."""
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = torch.zeros(x.shape[0], 11, *x.shape[-2:])
+        logits[:, 0] = x.shape[-2] - 4.5
+        return {"seg": logits, "aux_seg": logits[..., ::3, ::3], "features": {}}
+
+
+def test_predict_at_size_upsamples_primary_and_auxiliary_outputs():
+    image = torch.randn(2, 3, 6, 8)
+    model = HeightModel()
+    same = predict_at_size(model, image, (6, 8))
+    assert same["aux_seg"].shape[-2:] == (2, 3)  # at the image's own size: the model's outputs as they are
+    small = predict_at_size(model, image, (3, 4))
+    assert small["seg"].shape == small["aux_seg"].shape == (2, 11, 6, 8)
+    assert bool((small["seg"].argmax(1) == 1).all()) and bool((small["aux_seg"][:, 0] == -1.5).all())
+
+
+def test_camvid_is_scored_on_full_labels_read_at_the_short_side_with_its_unseen_part(tmp_path):
+    folder = write_layout(tmp_path, SPLITS)
+    cfg = load_config(SEG_CONFIG, ["data.dataset=camvid", f"data.root={folder}", "data.synthesize_if_missing=false",
+                                   "data.num_workers=0", "data.eval_batch_size=2", "eval.scales=[]", "eval.short_sides=[3]"])
+    dataset, loader = evaluation_loader(cfg, "test", torch.device("cpu"))
+    metrics = loop_spec(cfg, HeightModel(), CAMVID_CLASSES).evaluate(HeightModel(), loader, torch.device("cpu"))
+    labels = np.stack([np.asarray(dataset[i]["label"]) for i in range(3)])  # 6×8 each: read at 3×4, scored at 6×8
+
+    def by_hand(label: np.ndarray) -> tuple[float, float]:  # every pixel predicted class 1
+        valid = label != IGNORE_INDEX
+        classes = set(np.unique(label[valid]).tolist()) | {1}
+        iou_1 = (label == 1).sum() / valid.sum()
+        return iou_1 / len(classes), (label == 1).sum() / valid.sum()
+
+    assert (metrics["miou"], metrics["pixel_acc"]) == pytest.approx(by_hand(labels))
+    assert (metrics["Seq05VD_miou"], metrics["Seq05VD_pixel_acc"]) == pytest.approx(by_hand(labels[1:]))
+    assert metrics["iou/Pole"] == 0.0 and metrics["iou/Building"] == pytest.approx(by_hand(labels)[1])
+    assert "Seq05VD_miou" in format_metrics(metrics)
+    unseen = load_config(SEG_CONFIG, ["data.dataset=camvid", f"data.root={folder}", "data.synthesize_if_missing=false",
+                                      "data.num_workers=0"])  # no short side: the model reads 6×8, class 0 everywhere
+    full = loop_spec(unseen, HeightModel(), CAMVID_CLASSES).evaluate(HeightModel(), loader, torch.device("cpu"))
+    assert full["pixel_acc"] == pytest.approx((labels == 0).sum() / (labels != IGNORE_INDEX).sum())
+
+
+def real_camvid_layout(root: Path, splits: dict[str, list[str]]) -> Path:
+    """A CamVid folder of links to a few real frames of ../shared/data/camvid (nothing copied)."""
+    folder = root / "CamVid"
+    for split, names in splits.items():
+        for sub in (split, f"{split}annot"):
+            (folder / sub).mkdir(parents=True)
+            for name in names:
+                (folder / sub / f"{name}.png").symlink_to(REAL_CAMVID / sub / f"{name}.png")
+        (folder / f"{split}.txt").write_text("".join(f"/SegNet/CamVid/{split}/{n}.png /SegNet/CamVid/{split}annot/{n}.png\n"
+                                                     for n in names))
+    return folder
+
+
+@pytest.mark.skipif(not (REAL_CAMVID / "train.txt").is_file(), reason=f"CamVid not found in {REAL_CAMVID}")
+def test_train_seg_and_eval_on_real_camvid_frames(tmp_path, capsys, one_thread):
+    train = ["0001TP_006690", "0006R0_f02130", "0016E5_05190", "0016E5_08190"]
+    folder = real_camvid_layout(tmp_path / "data", {"train": train, "val": ["0016E5_07959"],
+                                                    "test": ["0001TP_008550", "Seq05VD_f00000"]})
+    overrides = ["data.dataset=camvid", f"data.root={folder.parent}", "data.synthesize_if_missing=false",
+                 "data.train_limit=null", "data.val_split=val", "data.crop_size=[48,64]", "data.crop_area=null",
+                 "data.batch_size=2", "data.eval_batch_size=2", "data.num_workers=0", "eval.scales=[]", "eval.short_sides=[48]",
+                 "train.epochs=1", "train.eval_every=1", "train.loss=median_frequency", f"output_dir={tmp_path}",
+                 "name=camvid", TINY_SEG]
+    assert main(["train-seg", "--config", str(SEG_CONFIG), *overrides]) == 0
+    run = tmp_path / "camvid"
+    stored = json.loads((run / "class_frequencies.json").read_text())
+    raw = [np.array(Image.open(REAL_CAMVID / "trainannot" / f"{name}.png")) for name in train]
+    pixels = sum(np.bincount(label.ravel(), minlength=12)[:11] for label in raw)
+    present = sum((np.bincount(label.ravel(), minlength=12)[:11] > 0) * label.size for label in raw)
+    assert stored["pixels"] == pixels.tolist() and stored["presence_pixels"] == present.tolist()
+    frequencies = np.where(present > 0, pixels / np.maximum(present, 1), 0)
+    expected = np.where(frequencies > 0, np.median(frequencies[frequencies > 0]) / np.where(frequencies > 0, frequencies, 1), 0)
+    assert read_resolved(run)["class_frequencies"] == pytest.approx(frequencies.tolist())
+    weights = median_frequency_weights(torch.tensor(stored["presence_frequencies"], dtype=torch.float64))
+    assert weights.tolist() == pytest.approx(expected.tolist(), rel=1e-5)
+
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(run / "checkpoints" / "best.pt"), "--split", "test"]) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((run / "eval_test.json").read_text())["metrics"]
+    assert {"miou", "Seq05VD_miou", "iou/Bicyclist"} <= set(metrics) and "Seq05VD_miou" in printed
+    assert "on camvid test" in printed and all(0 <= metrics[key] <= 1 for key in ("miou", "Seq05VD_miou"))
