@@ -16,8 +16,8 @@ from importlib import metadata
 from pathlib import Path
 
 from labelreg import __version__
-from labelreg.cli_args import (DEMO_STAGES, NO_PROGRESS_ENV, add_bench_arguments, add_no_progress, add_weak_parser,
-                               parse_size, progress_wanted, study_protocols)
+from labelreg.cli_args import (DEMO_STAGES, NO_PROGRESS_ENV, add_bench_arguments, add_data_parser, add_no_progress,
+                               add_weak_parser, parse_size, progress_wanted, study_protocols)
 
 DESCRIPTION = """\
 Label-structure regularization for semantic segmentation: train a label autoencoder on ground-truth
@@ -157,6 +157,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
     run_from_args(args)
 
 
+def cmd_data(args: argparse.Namespace) -> None:
+    from labelreg.data.download.cli import run as run_data_step
+
+    run_data_step(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from labelreg.demo import run_demo
 
@@ -176,7 +182,8 @@ def cmd_study(args: argparse.Namespace) -> None:
 # every subcommand → the function that runs it; their imports are the only ones inside functions here
 COMMANDS = {"synth": cmd_synth, "train-ae": cmd_train, "train-seg": cmd_train, "train-cls": cmd_train,
             "train-depth": cmd_train, "eval": cmd_eval, "export": cmd_export, "query": cmd_query, "weak": cmd_weak,
-            "bench": cmd_bench, "demo": cmd_demo, "study": cmd_study}
+            "bench": cmd_bench, "demo": cmd_demo, "study": cmd_study,
+            "data": cmd_data}
 
 
 class VersionAction(argparse.Action):
@@ -300,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("overrides", nargs="*", help="data.key=value overrides, e.g. data.sbd_root=/data/sbd")
 
     add_weak_parser(commands)
+    add_data_parser(commands)
     bench = add_command(commands, "bench", "throughput and memory of models, and data-loading speed",
                         "Throughput and peak memory of the models' training step and inference, for every "
                         "combination of the chosen options, or (--data nyu) the NYUv2 readers' images/s. "

@@ -177,3 +177,49 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--synthetic-size", type=parse_size, default=(480, 640), help="HxW of synthetic frames")
     data.add_argument("--synthetic-count", nargs=2, type=int, default=(48, 96), metavar=("LABELED", "DEPTH_ONLY"))
     parser.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
+
+
+DATA_SETS = ("voc", "sbd", "nyu", "camvid")  # labelreg data fetch/check: the names of labelreg.data.download.sources.SOURCES
+
+
+def parse_sample(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--sample must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--sample must be ≥ 1, got {value}")
+    return value
+
+
+def add_data_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``labelreg data fetch|check``: the parser (``labelreg.data.download.cli.run`` runs it)."""
+    data = commands.add_parser(
+        "data", help="download the real data sets (VOC, SBD, NYUv2, CamVid) and check a data folder",
+        description="Download the real data sets into the layouts the readers accept (fetch), and say what a "
+                    "folder holds, whether each data set is complete and what to do about the rest (check).")
+    steps = data.add_subparsers(dest="data_command", required=True, metavar="{fetch,check}")
+    fetch = steps.add_parser(
+        "fetch", help="download, verify and unpack data sets into --root",
+        description="Download the official files of each data set, verify their published checksums and unpack "
+                    "them into --root, in the layout the readers accept: voc → VOCdevkit/VOC2012 (a 2.0 GB tar), sbd "
+                    "→ benchmark_RELEASE, nyu → nyu/ (the 3.0 GB .mat, splits.mat, classMapping40.mat), camvid → "
+                    "CamVid (SegNet's 11-class copy, checked file by file). What is there and verified is "
+                    "skipped without a request; an interrupted download restarts; nothing appears under --root "
+                    "before it is verified, and no file labelreg did not write is ever replaced.")
+    fetch.add_argument("datasets", nargs="+", choices=DATA_SETS, metavar="{" + ",".join(DATA_SETS) + "}",
+                       help="the data set(s) to fetch")
+    fetch.add_argument("--root", required=True, help="folder to fetch into; then give it as data.root")
+    fetch.add_argument("--keep-archive", action="store_true", help="keep the downloaded archives after unpacking")
+    check = steps.add_parser(
+        "check", help="say which data sets a folder holds, whether each is complete, and what to do",
+        description="Check every data set under DIR: split lists and sizes, every listed file, image/label sizes, "
+                    "sampled labels, the published checksums of the metadata files; then a summary with what to "
+                    "run for what is missing. Fails (exit status 2) when a data set is incomplete, a --dataset "
+                    "named is absent, or none is there.")
+    check.add_argument("root", metavar="DIR", help="the folder to check (the --root of labelreg data fetch)")
+    check.add_argument("--dataset", action="append", choices=DATA_SETS, help="check only this one (repeatable)")
+    check.add_argument("--sample", type=parse_sample, default=20, help="labels to read per data set (default 20)")
+    check.add_argument("--verify", action="store_true",
+                       help="also checksum the big files: the NYUv2 .mat's MD5, every CamVid file's SHA-256")
+    return data

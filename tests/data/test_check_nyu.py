@@ -1,4 +1,5 @@
-import importlib.util
+"""The NYUv2 checks (labelreg.data.download.nyu_check), through scripts/check_nyu.py's command line."""
+import runpy
 import shutil
 import sys
 from pathlib import Path
@@ -8,13 +9,10 @@ import numpy as np
 import pytest
 import scipy.io
 
+from labelreg.data.download import nyu_check as check_nyu
 from labelreg.data.synthetic import write_synthetic_dataset
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_nyu.py"
-spec = importlib.util.spec_from_file_location("check_nyu", SCRIPT)
-check_nyu = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = check_nyu
-spec.loader.exec_module(check_nyu)
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "check_nyu.py"
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +106,11 @@ def test_depth_only_size_mismatch_and_bad_frame_fail(copy, capsys):
     code, out = run(capsys, "--mat", copy / "nyu_depth_v2_labeled.mat", "--depth-only", copy / "depth_only")
     assert code == 1
     assert "(16, 16)" in out and "'depth' missing" in out
+
+
+def test_the_script_is_a_wrapper_of_the_module(synth, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["check_nyu.py", "--mat", str(synth.nyu_mat), "--sample", "2"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and "6 labeled images" in out and "OK: 0 error(s)" in out
