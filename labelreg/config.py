@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import types
 import typing
@@ -352,15 +353,8 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
     values = dict(values)
     for text in overrides:
         path, value = parse_override(text)
-        values = _merge(values, _nest(path, value))
+        values = _merge(values, functools.reduce(lambda nested, part: {part: nested}, reversed(path), value))
     return values
-
-
-def _nest(path: list[str], value: Any) -> dict:
-    nested: Any = value
-    for part in reversed(path):
-        nested = {part: nested}
-    return nested
 
 
 def _check(condition: bool, key: str, value: Any, requirement: str) -> None:
@@ -393,10 +387,9 @@ def validate(cfg: Config) -> Config:
     _check(train.device in ("auto", "cpu", "cuda") or train.device.startswith("cuda:") and train.device[5:].isdigit(),
            "train.device", train.device, "choose auto, cpu, cuda or cuda:N")
     _check(0 < train.ddp_timeout < float("inf"), "train.ddp_timeout", train.ddp_timeout, "must be positive seconds")
-    _check(all(0 <= value < float("inf") for value in train.loss_weights.values()), "train.loss_weights",
-           train.loss_weights, "weights must be finite and not negative")
-    _check(train.amp in ("none", "bf16", "fp16", "auto"), "train.amp", train.amp,
-           "choose 'none', 'bf16', 'fp16' or 'auto'")
+    weights = train.loss_weights
+    _check(all(0 <= v < float("inf") for v in weights.values()), "train.loss_weights", weights, "must be finite, ≥ 0")
+    _check(train.amp in ("none", "bf16", "fp16", "auto"), "train.amp", train.amp, "choose none, bf16, fp16 or auto")
     for key in ("batch_size", "eval_batch_size"):
         _check(getattr(data, key) >= 1, f"data.{key}", getattr(data, key), "must be at least 1")
     _check(data.num_workers >= 0, "data.num_workers", data.num_workers, "must not be negative")
@@ -411,16 +404,13 @@ def validate(cfg: Config) -> Config:
         _check(data.crop_area[0] <= 1, "data.crop_area", data.crop_area,
                "area fractions of the image: the low bound must lie in (0, 1]")
     _check(0 < optim.lr <= 10, "optim.lr", optim.lr, "must be a learning rate in (0, 10]")  # NaN fails too
-    _check(all(0 <= value <= 10 for value in optim.group_lr.values()), "optim.group_lr", optim.group_lr,
-           "learning rates must lie in [0, 10]")
+    _check(all(0 <= v <= 10 for v in optim.group_lr.values()), "optim.group_lr", optim.group_lr, "must be in [0, 10]")
     _check(optim.weight_decay >= 0, "optim.weight_decay", optim.weight_decay, "must not be negative")
     _check(0 <= optim.momentum < 1, "optim.momentum", optim.momentum, "must lie in [0, 1)")
     _check(optim.gamma > 0, "optim.gamma", optim.gamma, "must be positive")
     _check(optim.poly_power > 0, "optim.poly_power", optim.poly_power, "must be positive")
-    _check(optim.grad_clip is None or optim.grad_clip > 0, "optim.grad_clip", optim.grad_clip,
-           "must be positive, or null for no clipping")
-    _check(all(milestone >= 0 for milestone in optim.milestones), "optim.milestones", optim.milestones,
-           "epochs must not be negative")
+    _check(optim.grad_clip is None or optim.grad_clip > 0, "optim.grad_clip", optim.grad_clip, "must be > 0 or null")
+    _check(all(epoch >= 0 for epoch in optim.milestones), "optim.milestones", optim.milestones, "must not be negative")
     return cfg
 
 
