@@ -17,7 +17,7 @@ from pathlib import Path
 
 from labelreg import __version__
 from labelreg.cli_args import (DEMO_STAGES, NO_PROGRESS_ENV, add_bench_arguments, add_data_parser, add_no_progress,
-                               add_weak_parser, parse_size, progress_wanted, study_protocols)
+                               add_query_parser, add_weak_parser, parse_size, progress_wanted, study_protocols)
 
 DESCRIPTION = """\
 Label-structure regularization for semantic segmentation: train a label autoencoder on ground-truth
@@ -267,44 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", required=True, help="a train-seg checkpoint")
     export.add_argument("--out", required=True, help="output .pt (loads with labelreg eval --checkpoint)")
 
-    query = add_command(commands, "query", "nearest regions in label space (thesis §5.4.3), table + picture",
-                        "Search the nearest regions of query images in label space (thesis §5.4.3): from "
-                        "ground-truth label maps through a phase-one encoder, or from images through a regularized "
-                        "segmenter. Prints a table and writes JSON and a picture grid.")
-    source = query.add_argument_group("feature source (one of them, or both with --reference-from)")
-    source.add_argument("--autoencoder", default=None, metavar="CKPT",
-                        help="train-ae checkpoint: query from ground-truth label maps through its encoder")
-    source.add_argument("--segmenter", default=None, metavar="CKPT",
-                        help="train-seg checkpoint with the decoder regularizer: query from images (aux_code)")
-    query.add_argument("--dataset", default=None, choices=["voc", "nyu"], help="default: the checkpoint's data set")
-    query.add_argument("--root", default=None, help="data folder (a VOC-layout directory or the NYU .mat folder)")
-    query.add_argument("--image", action="append", required=True, metavar="ID",
-                       help="query image id (e.g. 2007_000033, nyu_0003) or position in --split; repeatable")
-    query.add_argument("--box", action="append", metavar="Y0,X0,Y1,X1",
-                       help="query region in pixels, half-open, snapped to 16-pixel cells (default: whole image)")
-    query.add_argument("--class", dest="class_name", action="append", metavar="NAME",
-                       help="instead of --box: the bounding box of the largest region of this class")
-    query.add_argument("--split", default=None, help="split of the query images (default: data.train_split)")
-    query.add_argument("--reference-split", default=None, help="split searched (default: data.val_split)")
-    query.add_argument("--reference-limit", type=int, default=None, help="index only the first N reference images")
-    query.add_argument("--reference-from", choices=["labels", "images"], default=None,
-                       help="features of the reference set: labels (encoder on ground truth) or images (segmenter); "
-                            "default: the query's kind")
-    query.add_argument("--k", type=int, default=2, help="matches to return (default 2, like thesis Fig. 5.7)")
-    query.add_argument("--metric", choices=["cosine", "l2"], default="cosine")
-    query.add_argument("--pooling", choices=["concat", "mean"], default="concat",
-                       help="how the box's cells form one vector: concatenated (keeps the layout) or averaged")
-    query.add_argument("--include-self", action="store_true", help="allow matches in the query's own image")
-    query.add_argument("--index", default=None, metavar="DIR", help="index folder (default: <run>/index/...)")
-    query.add_argument("--index-dtype", choices=["float32", "float16"], default="float32")
-    query.add_argument("--rebuild", action="store_true", help="rebuild the index even if it is up to date")
-    query.add_argument("--overlay", choices=["labels", "predictions"], default="labels",
-                       help="colour the figure's panels by ground truth or by the --segmenter's predictions")
-    query.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 … (default auto)")
-    query.add_argument("--json", default=None, help="JSON output (default: <run>/queries/<kind>_<id>.json)")
-    query.add_argument("--figure", default=None, help="PNG output (default: next to the JSON)")
-    add_no_progress(query)
-    query.add_argument("overrides", nargs="*", help="data.key=value overrides, e.g. data.sbd_root=/data/sbd")
+    add_query_parser(commands)
 
     add_weak_parser(commands)
     add_data_parser(commands)

@@ -1,7 +1,8 @@
-"""The command line's argument definitions that more than one module needs, and its value parsers.
+"""The command line's larger argument definitions, those more than one module needs, and its value parsers.
 
-``labelreg.cli`` builds every subcommand's parser; ``labelreg.weak.cli`` and ``labelreg.bench.cli`` build
-theirs from the same definitions (``add_weak_parser``, ``add_bench_arguments``) for their own entry points.
+``labelreg.cli`` builds every subcommand's parser, the larger ones from here (``add_query_parser``,
+``add_weak_parser``, ``add_bench_arguments``, ``add_data_parser``); ``labelreg.weak.cli`` and
+``labelreg.bench.cli`` build theirs from the same definitions for their own entry points.
 A leaf that imports neither torch nor the rest of the package, so ``labelreg --help`` starts fast: the
 constants the parsers need (the demo's stages, the benchmark's precisions and presets) live here, and the
 modules that run them import them from here.
@@ -125,6 +126,50 @@ def add_weak_parser(commands: argparse._SubParsersAction,
         step.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. weak.k=10")
         parsers.append(step)
     return weak, parsers
+
+
+def add_query_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``labelreg query``: nearest regions in label space (``labelreg.retrieval.query_checkpoints`` runs it)."""
+    query = commands.add_parser(
+        "query", help="nearest regions in label space (thesis §5.4.3), table + picture",
+        description="Search the nearest regions of query images in label space (thesis §5.4.3): from "
+                    "ground-truth label maps through a phase-one encoder, or from images through a regularized "
+                    "segmenter. Prints a table and writes JSON and a picture grid.")
+    source = query.add_argument_group("feature source (one of them, or both with --reference-from)")
+    source.add_argument("--autoencoder", default=None, metavar="CKPT",
+                        help="train-ae checkpoint: query from ground-truth label maps through its encoder")
+    source.add_argument("--segmenter", default=None, metavar="CKPT",
+                        help="train-seg checkpoint with the decoder regularizer: query from images (aux_code)")
+    query.add_argument("--dataset", default=None, choices=["voc", "nyu"], help="default: the checkpoint's data set")
+    query.add_argument("--root", default=None, help="data folder (a VOC-layout directory or the NYU .mat folder)")
+    query.add_argument("--image", action="append", required=True, metavar="ID",
+                       help="query image id (e.g. 2007_000033, nyu_0003) or position in --split; repeatable")
+    query.add_argument("--box", action="append", metavar="Y0,X0,Y1,X1",
+                       help="query region in pixels, half-open, snapped to 16-pixel cells (default: whole image)")
+    query.add_argument("--class", dest="class_name", action="append", metavar="NAME",
+                       help="instead of --box: the bounding box of the largest region of this class")
+    query.add_argument("--split", default=None, help="split of the query images (default: data.train_split)")
+    query.add_argument("--reference-split", default=None, help="split searched (default: data.val_split)")
+    query.add_argument("--reference-limit", type=int, default=None, help="index only the first N reference images")
+    query.add_argument("--reference-from", choices=["labels", "images"], default=None,
+                       help="features of the reference set: labels (encoder on ground truth) or images (segmenter); "
+                            "default: the query's kind")
+    query.add_argument("--k", type=int, default=2, help="matches to return (default 2, like thesis Fig. 5.7)")
+    query.add_argument("--metric", choices=["cosine", "l2"], default="cosine")
+    query.add_argument("--pooling", choices=["concat", "mean"], default="concat",
+                       help="how the box's cells form one vector: concatenated (keeps the layout) or averaged")
+    query.add_argument("--include-self", action="store_true", help="allow matches in the query's own image")
+    query.add_argument("--index", default=None, metavar="DIR", help="index folder (default: <run>/index/...)")
+    query.add_argument("--index-dtype", choices=["float32", "float16"], default="float32")
+    query.add_argument("--rebuild", action="store_true", help="rebuild the index even if it is up to date")
+    query.add_argument("--overlay", choices=["labels", "predictions"], default="labels",
+                       help="colour the figure's panels by ground truth or by the --segmenter's predictions")
+    query.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 … (default auto)")
+    query.add_argument("--json", default=None, help="JSON output (default: <run>/queries/<kind>_<id>.json)")
+    query.add_argument("--figure", default=None, help="PNG output (default: next to the JSON)")
+    add_no_progress(query)
+    query.add_argument("overrides", nargs="*", help="data.key=value overrides, e.g. data.sbd_root=/data/sbd")
+    return query
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
