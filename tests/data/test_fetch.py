@@ -138,6 +138,19 @@ def test_voc_is_fetched_verified_and_readable_and_a_second_fetch_makes_no_reques
     assert "is there and verified" in capsys.readouterr().out
 
 
+def test_a_complete_copy_in_another_accepted_layout_is_used_as_it_is(server, monkeypatch, tmp_path, capsys):
+    archive = voc_archive()
+    patch_source(monkeypatch, "voc", remotes=(Remote(server.add("/voc.tar", archive), "VOC.tar", md5=md5(archive)),))
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tmp_path / "unpacked")
+    root = tmp_path / "data"
+    root.mkdir()
+    (tmp_path / "unpacked" / "VOCdevkit" / "VOC2012").rename(root / "VOC2012")  # the reader accepts root/VOC2012
+    assert fetch("voc", root) == root / "VOC2012"
+    assert server.requests == [] and not (root / "VOCdevkit").exists()
+    assert f"ready: {root / 'VOC2012'}\n" in capsys.readouterr().out
+
+
 def test_checksum_mismatch_is_one_line_and_leaves_nothing_a_reader_accepts(server, monkeypatch, tmp_path):
     archive = voc_archive()
     url = server.add("/voc.tar", archive)

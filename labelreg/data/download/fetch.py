@@ -136,7 +136,7 @@ def _fetch_archive(source: Source, root: Path, *, keep_archive: bool, say: Calla
                              f"({problems[0]}); labelreg never changes files it did not write: fix it or move it "
                              "away, then run again")
         say(f"  {existing} is there and verified: nothing to do")
-        return target
+        return existing
     work = work_dir(root)
     archive = download(source.remotes[0], work, say=say)
     staging = work / f"{source.name}.extracting"
