@@ -99,10 +99,10 @@ def remove_run_outputs(run_dir: str | Path) -> list[Path]:
             f"markers existed, `touch {run_dir / RUN_MARKER}` lets --overwrite replace it)")
     for path in outputs:
         path.unlink(missing_ok=True)
-    for where in sorted((where for where in RUN_OUTPUTS if where != "."), key=lambda where: -where.count("/")):
-        for folder in sorted(run_dir.glob(where)):  # deepest first, so index/ goes after index/<name>
-            if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
-                folder.rmdir()
+    emptied = {folder for path in outputs for folder in path.relative_to(run_dir).parents if folder != Path(".")}
+    for folder in sorted(emptied, key=lambda folder: -len(folder.parts)):  # index/<name> before index/
+        if not any((run_dir / folder).iterdir()):
+            (run_dir / folder).rmdir()
     return outputs
 
 
@@ -207,7 +207,7 @@ def claim_run_directory(run_dir: str | Path, *, resume: bool = False, overwrite:
             print(f"{run_dir}: took over the stale lock of pid {lock.took_over.get('pid')} (no longer running)")
         for temporary in remove_stale_temporaries(run_dir):
             print(f"removed {temporary}, left by an interrupted write")
-        existing = sorted(p.name for p in (Path(run_dir) / "checkpoints").glob("*.pt"))
+        existing = [name for name in ("best.pt", "last.pt") if (Path(run_dir) / "checkpoints" / name).is_file()]
         if existing and resume and "last.pt" not in existing:
             raise RunDirectoryError(
                 f"{run_dir} holds {', '.join(existing)} but no checkpoints/last.pt, so there is no run to resume "
