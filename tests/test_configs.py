@@ -131,3 +131,41 @@ def test_autoencoder_recipes(name):
     assert (cfg.data.scale, cfg.data.hflip, cfg.data.crop_size) == (None, True, [256, 256])
     assert cfg.model.variant == name.split("_")[0].split("-")[1]
     assert (cfg.optim.optimizer, cfg.optim.milestones, cfg.train.epochs, cfg.data.batch_size) == ("adam", [80], 100, 12)
+
+
+CAMVID = sorted((CONFIGS / "camvid").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CAMVID, ids=lambda p: p.stem)
+def test_camvid_recipes_score_full_labels_at_their_training_size(path):
+    """configs/camvid: SegNet's split (train, monitored on val), no resize of the labels anywhere, segmenters read
+    their training height at evaluation (labelreg.data.camvid's protocol) and train with median frequency
+    balancing; augmentation only where the name says flipcrop (Table 5.1's two regimes)."""
+    cfg = load_config(path)
+    data = cfg.data
+    assert cfg.name == f"camvid/{path.stem}" and data.dataset == "camvid" and data.root == "../shared/data/camvid"
+    assert (data.train_split, data.val_split) == ("train", "val")
+    assert data.canvas is None and data.eval_size is None and data.scale is None
+    height, width = data.crop_size
+    assert 3 * width == 4 * height  # the frames' 480×360 aspect
+    if cfg.task == "autoencoder":
+        assert cfg.model.variant in ("32", "128") and data.crop_area == [0.25, 1.0] and data.hflip
+        return
+    assert cfg.task == "segmentation" and cfg.train.loss == "median_frequency"
+    assert cfg.eval.scales == [] and cfg.eval.short_sides == [height] and not cfg.eval.flip
+    if "flipcrop" in path.stem:
+        assert data.crop_area == [0.08, 1.0] and data.crop_aspect == pytest.approx([1.0, 16 / 9]) and data.hflip
+    elif "tiny" not in path.stem:
+        assert data.crop_area is None and not data.hflip
+        assert (cfg.optim.optimizer, cfg.optim.lr, data.batch_size) == ("adam", 1e-4, 12)
+        assert cfg.optim.milestones == [int(0.8 * cfg.train.epochs)]
+
+
+def test_the_camvid_recipe_set():
+    names = {path.stem for path in CAMVID}
+    assert {"ae-32_camvid", "ae-128_camvid", "zoomout-densenet67_camvid_180", "zoomout-densenet67_camvid_180_flipcrop",
+            "zoomout-vgg16_camvid_180", "zoomout-vgg16_camvid_180_flipcrop", "deeplabv3-resnet50_camvid_180_flipcrop",
+            "zoomout-densenet67-tiny_camvid_96", "zoomout-densenet67_camvid_180_flipcrop_dec128"} == names
+    assert load_config(CONFIGS / "camvid" / "deeplabv3-resnet50_camvid_180_flipcrop.yaml").model.name.startswith("tv:")
+    regularized = load_config(CONFIGS / "camvid" / "zoomout-densenet67_camvid_180_flipcrop_dec128.yaml")
+    assert regularized.regularizer.autoencoder == "runs/camvid/ae-128_camvid/checkpoints/best.pt"
