@@ -1,10 +1,12 @@
 """A file of the wrong kind given to any command that reads a checkpoint: one line naming the file, what it
 holds and what was wanted (storage.load_run_checkpoint), exit code 2, no traceback, nothing written."""
+import errno
 from pathlib import Path
 
 import pytest
 import torch
 
+from labelreg import storage
 from labelreg.cli import main
 from labelreg.config import Config, to_dict
 from labelreg.storage import TRAINING_STATE_KEYS, checkpoint_kind, check_checkpoint
@@ -100,3 +102,17 @@ def test_training_refuses_wrong_start_files_before_it_claims_the_run_directory(f
     err = refused(["train-seg", "--config", str(REGULARIZED), f"regularizer.autoencoder={files['bare.pt']}"], capsys)
     assert "holds a bare state dict (no config)" in err and "regularizer.autoencoder wants" in err
     assert not run_dir.exists()  # refused before anything was written
+
+
+def test_a_read_only_output_is_named_with_the_command_s_own_option(files, tmp_path, monkeypatch, capsys):
+    """export writes to --out: the hint names --out (not output_dir=, which export has not), and the error
+    names the target even though removing the temporary fails too on a read-only file system."""
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(args[0]))
+
+    monkeypatch.setattr(storage, "open", read_only, raising=False)
+    monkeypatch.setattr(Path, "unlink", read_only)
+    out = tmp_path / "plain.pt"
+    err = refused(["export", "--checkpoint", str(files["exported.pt"]), "--out", str(out)], capsys)
+    assert err == (f"labelreg export: error: permission denied or read-only file system: {out}; make it "
+                   "writable/readable or set --out to a writable folder")

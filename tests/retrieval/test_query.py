@@ -1,4 +1,4 @@
-"""Label-space queries from checkpoints: through the CLI, and the README's Python example."""
+"""Label-space queries from checkpoints: through the CLI, and docs/queries.md's Python example."""
 import json
 from pathlib import Path
 
@@ -51,6 +51,13 @@ def test_cli_queries_from_labels_and_from_images_on_a_voc_layout(tiny_synthetic,
     assert record["results"][0]["box"] == [16, 16, 48, 64] and record["results"][0]["cells"] == [1, 1, 3, 4]
     assert list((ae_path.parents[1] / "index").glob("labels-*/index.json"))  # kept next to the checkpoint
 
+    # --json elsewhere without --figure: the picture goes next to the JSON (as --help says), not into the run
+    elsewhere = tmp_path / "elsewhere"
+    assert main(["query", "--autoencoder", str(ae_path), "--image", train_ids[0], "--json",
+                 str(elsewhere / "mine.json")]) == 0
+    assert sorted(path.name for path in elsewhere.iterdir()) == ["mine.json", "mine.png"]
+    assert not (ae_path.parents[1] / "queries").exists()
+
     # from an image, searching its own split: the query's own image never comes back
     assert main(["query", "--segmenter", str(seg_path), "--image", "0", "--reference-split", "train", "--k", "3",
                  "--json", str(out / "images.json"), "--figure", str(out / "images.png")]) == 0
@@ -85,12 +92,12 @@ def test_cli_query_errors_are_clear(tiny_synthetic, tmp_path, capsys):
     assert "--overlay predictions needs --segmenter" in capsys.readouterr().err
 
 
-# ---------------------------------------------------------------------------- the README's example
-README = Path(__file__).resolve().parents[2] / "README.md"
+# ---------------------------------------------------------------------------- the documented example
+README = Path(__file__).resolve().parents[2] / "docs" / "queries.md"
 
 
 def readme_python_example(section: str = "## Label-space queries") -> str:
-    """The fenced Python block of the README's section on label-space queries."""
+    """The fenced Python block of docs/queries.md's section on label-space queries."""
     text = README.read_text()
     start = text.index(section)
     end = text.find("\n## ", start + len(section))
