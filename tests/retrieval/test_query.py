@@ -1,4 +1,4 @@
-"""Label-space queries from checkpoints: through the CLI, and docs/queries.md's Python example."""
+"""Label-space queries from checkpoints: through the CLI, and the README's Python example."""
 import json
 from pathlib import Path
 
@@ -92,12 +92,12 @@ def test_cli_query_errors_are_clear(tiny_synthetic, tmp_path, capsys):
     assert "--overlay predictions needs --segmenter" in capsys.readouterr().err
 
 
-# ---------------------------------------------------------------------------- the documented example
-README = Path(__file__).resolve().parents[2] / "docs" / "queries.md"
+# ---------------------------------------------------------------------------- the README's example
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def readme_python_example(section: str = "## Label-space queries") -> str:
-    """The fenced Python block of docs/queries.md's section on label-space queries."""
+    """The fenced Python block of the README's section on label-space queries."""
     text = README.read_text()
     start = text.index(section)
     end = text.find("\n## ", start + len(section))
