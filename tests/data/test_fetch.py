@@ -3,6 +3,7 @@
 import dataclasses
 import hashlib
 import io
+import shutil
 import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -151,6 +152,19 @@ def test_a_complete_copy_in_another_accepted_layout_is_used_as_it_is(server, mon
     assert f"ready: {root / 'VOC2012'}\n" in capsys.readouterr().out
 
 
+def test_a_kept_verified_archive_is_unpacked_again_without_a_request(server, monkeypatch, tmp_path, capsys):
+    archive = voc_archive()
+    patch_source(monkeypatch, "voc", remotes=(Remote(server.add("/voc.tar", archive), "VOC.tar", md5=md5(archive)),))
+    root = tmp_path / "data"
+    fetch("voc", root, keep_archive=True)
+    assert (root / WORK_DIR / "VOC.tar").read_bytes() == archive
+    served = len(server.requests)
+    shutil.rmtree(root / "VOCdevkit")
+    assert fetch("voc", root) == root / "VOCdevkit" / "VOC2012"
+    assert len(server.requests) == served and "using the earlier download" in capsys.readouterr().out
+    assert not (root / WORK_DIR).exists()  # used, then removed (no --keep-archive this time)
+
+
 def test_checksum_mismatch_is_one_line_and_leaves_nothing_a_reader_accepts(server, monkeypatch, tmp_path):
     archive = voc_archive()
     url = server.add("/voc.tar", archive)
@@ -161,7 +175,7 @@ def test_checksum_mismatch_is_one_line_and_leaves_nothing_a_reader_accepts(serve
     message = str(error.value)
     assert "\n" not in message and "checksum mismatch" in message and md5(archive) in message and url in message
     assert locate("voc", root) is None and not (root / "VOCdevkit").exists()
-    assert sorted(p.name for p in (root / WORK_DIR).iterdir()) == [OWNER_FILE]  # no partial file kept
+    assert not (root / WORK_DIR).exists()  # no partial file kept, nor the empty scratch folder
 
 
 def test_an_interrupted_transfer_is_refused_then_restarted_cleanly(server, monkeypatch, tmp_path):
@@ -175,6 +189,8 @@ def test_an_interrupted_transfer_is_refused_then_restarted_cleanly(server, monke
         fetch("voc", root)
     assert locate("voc", root) is None
     # a run killed mid-transfer leaves its .part behind: the next run discards it and starts again
+    (root / WORK_DIR).mkdir()
+    (root / WORK_DIR / OWNER_FILE).write_text("ours")
     (root / WORK_DIR / "VOCtrainval_11-May-2012.tar.part").write_bytes(archive[:100] + b"garbage")
     del server.cut["/voc.tar"]
     assert fetch("voc", root) == root / "VOCdevkit" / "VOC2012"
@@ -226,7 +242,7 @@ def test_camvid_is_checked_file_by_file_after_unpacking(server, monkeypatch, tmp
     with pytest.raises(FetchError, match="unpacked to an incomplete or different camvid .*tree SHA-256"):
         fetch("camvid", other)
     assert not (other / "CamVid").exists()
-    assert sorted(p.name for p in (other / WORK_DIR).iterdir()) == [OWNER_FILE]
+    assert not (other / WORK_DIR).exists()
 
 
 def test_an_archive_reaching_outside_its_folder_is_not_unpacked(server, monkeypatch, tmp_path):

@@ -138,6 +138,16 @@ def _fetch_archive(source: Source, root: Path, *, keep_archive: bool, say: Calla
         say(f"  {existing} is there and verified: nothing to do")
         return existing
     work = work_dir(root)
+    try:
+        return _download_and_unpack(source, root, work, keep_archive=keep_archive, say=say)
+    finally:
+        _remove_work_dir_if_idle(work)  # whatever happened, an empty scratch folder is not left behind
+
+
+def _download_and_unpack(source: Source, root: Path, work: Path, *, keep_archive: bool,
+                         say: Callable[[str], None]) -> Path:
+    """The archive, checked, unpacked into ``work``, its folder verified, then renamed to ``root/place``."""
+    target = root / source.place
     archive = download(source.remotes[0], work, say=say)
     staging = work / f"{source.name}.extracting"
     shutil.rmtree(staging, ignore_errors=True)  # ours: an extraction that was interrupted
@@ -164,7 +174,6 @@ def _fetch_archive(source: Source, root: Path, *, keep_archive: bool, say: Calla
     shutil.rmtree(staging, ignore_errors=True)
     if not keep_archive:
         archive.unlink()
-    _remove_work_dir_if_idle(work)
     return target
 
 
@@ -184,13 +193,15 @@ def _fetch_files(source: Source, root: Path, *, keep_archive: bool, say: Callabl
         say(f"  {path} is there and verified")
     if missing:
         work = work_dir(root)
-        for remote in missing:
-            downloaded = download(remote, work, say=say)
-            folder.mkdir(parents=True, exist_ok=True)
-            if (folder / remote.filename).exists():  # appeared meanwhile: still never overwritten
-                raise FetchError(f"{folder / remote.filename} appeared while downloading; left as it is")
-            os.rename(downloaded, folder / remote.filename)
-        _remove_work_dir_if_idle(work)
+        try:
+            for remote in missing:
+                downloaded = download(remote, work, say=say)
+                folder.mkdir(parents=True, exist_ok=True)
+                if (folder / remote.filename).exists():  # appeared meanwhile: still never overwritten
+                    raise FetchError(f"{folder / remote.filename} appeared while downloading; left as it is")
+                os.rename(downloaded, folder / remote.filename)
+        finally:
+            _remove_work_dir_if_idle(work)
     return folder
 
 
