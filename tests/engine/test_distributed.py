@@ -1,8 +1,10 @@
 """DDP through torchrun on CPU (gloo): what 2 processes share with 1 process of twice the batch, the
-sharding of evaluation, and a killed rank stopping the job (the trainers under torchrun:
-test_distributed_trainers.py)."""
+sharding of evaluation, a killed rank stopping the job and a stopped rank ending it after
+train.ddp_timeout (the trainers under torchrun: test_distributed_trainers.py)."""
+import datetime
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,8 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from labelreg import runtime
+from labelreg.config import config_from_dict
 from labelreg.data.loader import ShardSampler
-from labelreg.runtime import current, wrap_model
+from labelreg.runtime import current, training_device, wrap_model
 from labelreg.storage import load_checkpoint
 from tests.engine.ddp_worker import main as train_toy
 
@@ -72,6 +76,60 @@ def test_single_process_helpers_are_identities():
     assert not current().enabled and wrap_model(model, torch.device("cpu")) is model
     with pytest.raises(Exception, match="sync_bn needs CUDA"):
         wrap_model(model, torch.device("cpu"), sync_bn=True)
+
+
+# ----------------------------------------------------------------------------- a rank that hangs
+
+
+def test_train_ddp_timeout_reaches_init_process_group(monkeypatch):
+    """Under torchrun the process group is joined with the config's timeout (torch's default is 30 min for
+    gloo and 10 min for NCCL, and an earlier version passed none)."""
+    joined = {}
+    monkeypatch.setattr(runtime, "launched_by_torchrun", lambda: True)
+    monkeypatch.setattr(runtime.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(runtime.dist, "init_process_group",
+                        lambda backend, **options: joined.update(options, backend=backend))
+    device = training_device(config_from_dict({}, ["train.device=cpu", "train.ddp_timeout=42.5"]))
+    assert device == torch.device("cpu") and joined["backend"] == "gloo"
+    assert joined["timeout"] == datetime.timedelta(seconds=42.5)
+
+
+STOPPED_RANK = """
+import os, signal, sys
+import torch
+from labelreg.config import config_from_dict
+from labelreg.runtime import all_reduce_sum, collective_failure, current, training_device
+training_device(config_from_dict({}, ["train.device=cpu", "train.ddp_timeout=5"]))
+if current().rank == 1:
+    os.kill(os.getpid(), signal.SIGSTOP)  # as `kill -STOP`: alive, holding its connections, never answering
+try:
+    all_reduce_sum(torch.ones(1))
+except RuntimeError as error:
+    print(collective_failure(error), file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+@pytest.mark.slow
+def test_a_stopped_rank_ends_the_run_after_the_timeout_naming_the_rank(tmp_path):
+    """Two gloo processes; rank 1 stops itself (SIGSTOP). Rank 0's collective fails after train.ddp_timeout=5 s
+    with one line naming its rank, where it used to wait for ever."""
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**clean_env(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    ranks = [subprocess.Popen([sys.executable, "-c", STOPPED_RANK], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}, text=True) for rank in (0, 1)]
+    try:
+        _, errors = ranks[0].communicate(timeout=120)
+        assert ranks[0].returncode == 2, errors[-3000:]
+        message = errors.strip().splitlines()[-1]
+        assert message.startswith("rank 0 of 2: a collective failed waiting for the other ranks "
+                                  "(train.ddp_timeout=5 s; one of them hung, was stopped or died)"), errors[-3000:]
+    finally:
+        for process in ranks:
+            process.kill()  # SIGKILL ends a stopped process too
+            process.wait()
 
 
 # ----------------------------------------------------------------------------- a rank that dies
