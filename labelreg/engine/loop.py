@@ -344,8 +344,10 @@ def _fit(cfg: Config, spec: LoopSpec, train_loader: DataLoader, val_loader: Data
             state.history.append(entry)
             if not main_process:
                 continue
+            writer.flush()  # the epoch's events reach the file before its commit, so a kill after it loses none
             payload = checkpoint_payload(spec.model, optimizer, scheduler, scaler, state, cfg, entry)
-            # last.pt is the commit point; best.pt and metrics.json follow it (repair_run fixes a crash in between)
+            # last.pt is the commit point; best.pt, metrics.json and the log line follow it (repair_run fixes a
+            # crash in between)
             save_checkpoint(run_dir / "checkpoints" / "last.pt", payload)
             if improved:
                 save_checkpoint(run_dir / "checkpoints" / "best.pt", payload)

@@ -6,13 +6,16 @@ before best.pt, when last.pt's own epoch is the best). The kill times come from 
 """
 import json
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 import labelreg.engine.loop as engine_loop
@@ -118,3 +121,11 @@ def test_kill_9_at_random_points_then_resume_matches_the_uninterrupted_run(tmp_p
     reference_history = json.loads((tmp_path / "reference" / "faults" / "metrics.json").read_text())["history"]
     assert [{k: v for k, v in entry.items() if k != "seconds"} for entry in history] == \
         [{k: v for k, v in entry.items() if k != "seconds"} for entry in reference_history]
+    # TensorBoard shows every committed epoch's validation exactly once: flushed before its commit, kept on resume
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    assert [(event.step, event.value) for event in events.Scalars("val/mse")] == \
+        [(entry["step"], pytest.approx(entry["val/mse"])) for entry in history], states
+    train_log = (run_dir / "train.log").read_text()
+    logged = [int(epoch) for epoch in re.findall(r"^\[faults\] epoch (\d+)/", train_log, re.M)]
+    assert logged == list(range(1, EPOCHS + 1)), train_log
