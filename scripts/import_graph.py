@@ -1,6 +1,6 @@
 """The import graph of ``labelreg`` and ``depth``, and the layering rules it must obey.
 
-    python scripts/import_graph.py            # the layer table (as in the README) and any rule broken
+    python scripts/import_graph.py            # the layer table (as in docs/architecture.md) and any rule broken
     python scripts/import_graph.py --modules  # one row per module: layer, lines, what it imports
 
 Read with ``ast`` only (nothing is imported), so it runs without torch. Layers, lowest first; a module

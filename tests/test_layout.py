@@ -109,6 +109,6 @@ def test_the_readme_shows_the_current_layer_table():
         return [tuple(cell.strip() for i, cell in enumerate(line.split("|")[1:-1]) if i != 2)
                 for line in text.splitlines() if line.startswith("| ") and line.split("|")[1].strip() in import_graph.LAYERS]
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "architecture.md").read_text()
     section = readme[readme.index("## Package layout"):]
     assert rows(section[:section.index("\n## ", 3)]) == rows(import_graph.layer_table(import_graph.scan()))

@@ -20,7 +20,7 @@ from labelreg.storage import load_checkpoint, save_checkpoint
 from labelreg.tasks.segmentation import build_model, default_loss_weights
 from torchvision.models import mobilenet_v3_large, resnet50, segmentation  # after labelreg (labelreg._compat)
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "regularizer.md"  # the training-loop example
 CLASSES = 5
 SIZE = (65, 97)  # odd: the code grid is ⌈65/16⌉×⌈97/16⌉ = 5×7
 pytestmark = pytest.mark.usefixtures("one_thread")  # on the shared 2-core CPU a second thread mostly waits
@@ -264,7 +264,7 @@ def test_readme_training_loop_runs(autoencoder, tmp_path):
     torch.manual_seed(0)
     loader = [(torch.randn(2, 3, 33, 49), torch.randint(0, CLASSES, (2, 33, 49)))]
     namespace = {"loader": loader}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 - our own documentation
     model = namespace["model"]
     assert type(model).__name__ == "DeepLabV3" and not any(m._forward_hooks for m in model.modules())
     saved = [path for path in tmp_path.rglob("*.pt") if path != tmp_path / phase_one]

@@ -13,7 +13,7 @@ from labelreg.models import MODELS, ZoomOutHead, build_segmenter
 from labelreg.models.backbones import SUNET_CLASSIFIERS
 
 TINY_HEADS = {"hidden": 32}  # zoom-out heads are configurable; tests use a small MLP
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "training.md"  # the parameter table
 PARAMETER_TABLE = "| model | parameters (21 classes, default options) |"
 # One intra-op thread: when other jobs share the 2 CPU cores, OpenMP's second thread slows these convolutions
 # down 5-15× (measured: zoom-out ResNet-101's forward/backward 31 s with two threads, 2 s with one).
