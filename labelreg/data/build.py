@@ -27,7 +27,8 @@ def ensure_synthetic(cfg: DataConfig) -> None:
         print(f"writing synthetic data set to {cfg.root} ({cfg.synth_labeled} labeled, "
               f"{cfg.synth_depth_only} depth-only, {height}×{width}, seed {cfg.synth_seed})")
         write_synthetic_dataset(cfg.root, labeled=cfg.synth_labeled, depth_only=cfg.synth_depth_only,
-                                size=(height, width), seed=cfg.synth_seed)
+                                size=(height, width), seed=cfg.synth_seed,
+                                if_missing=True)  # another training may be writing the same root: wait, reuse
 
 
 def nyu_mat_path(cfg: DataConfig) -> Path:

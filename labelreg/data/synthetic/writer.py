@@ -1,9 +1,15 @@
 """Writing: the on-disk NYUv2 (.mat, splits, class mapping, depth-only frames) and VOC formats."""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import sys
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import h5py
 import numpy as np
@@ -39,6 +45,41 @@ class SyntheticPaths:
 
 
 OWNER_NAME = ".labelreg-synthetic"
+OWNER_TEXT = "written by labelreg's synthetic data generator, which may rewrite this folder\n"
+_held = threading.local()  # .roots: the folders this thread holds (synthetic_lock is re-entrant per thread)
+
+
+@contextmanager
+def synthetic_lock(out) -> Iterator[None]:
+    """Hold the synthetic data folder ``out`` alone: an exclusive ``flock`` on its ownership file.
+
+    Two trainings that synthesize the same new ``data.root`` at once used to collide in HDF5 ("unable
+    to lock file", no file named); now the second waits here (saying so) for the first to finish.
+    Refuses a folder holding files the generator did not write, as ``write_synthetic_dataset`` does."""
+    root = Path(out)
+    key, held = str(root.resolve()), _held.__dict__.setdefault("roots", set())
+    if key in held:
+        yield
+        return
+    check_writable_target(out)
+    root.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(root / OWNER_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process that is writing the synthetic data set at {root}", file=sys.stderr,
+                  flush=True)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, OWNER_TEXT.encode())
+        held.add(key)
+        try:
+            yield
+        finally:
+            held.discard(key)
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def check_writable_target(out) -> None:
@@ -133,14 +174,16 @@ def _check_count(name, value, allow_zero=False):
 
 
 def write_synthetic_dataset(out, *, labeled=300, depth_only=2000, size=(128, 160), seed=0, test_fraction=0.4,
-                            progress=True) -> SyntheticPaths:
+                            progress=True, if_missing=False) -> SyntheticPaths:
     """Render and write a synthetic dataset in the real NYUv2 / VOC formats under ``out``.
 
     ``labeled`` scenes go to the NYUv2 .mat (split into train/test by
     ``test_fraction``) and, identically, to the VOC tree; ``depth_only`` further
     scenes go to ``nyu/depth_only`` as unlabeled frames. Deterministic per ``seed``:
     scene i of each kind comes from its own random stream. A marker file is written
-    last, so ``dataset_exists`` never mistakes an interrupted write for a complete one.
+    last, so ``dataset_exists`` never mistakes an interrupted write for a complete one. One writer at a
+    time holds the folder (``synthetic_lock``); with ``if_missing`` a complete data set found once the
+    folder is held (another process just wrote it) is used as it is.
     """
     H, W = check_size(size)
     _check_count("labeled", labeled)
@@ -156,10 +199,19 @@ def write_synthetic_dataset(out, *, labeled=300, depth_only=2000, size=(128, 160
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     n_test = min(labeled - 1, max(1, int(round(labeled * test_fraction))))
 
+    with synthetic_lock(out):
+        if if_missing and dataset_exists(out):
+            print(f"using the synthetic data set another process has just written at {out}", file=sys.stderr)
+            return synthetic_paths(out)
+        return _write_held(out, labeled=labeled, depth_only=depth_only, size=(H, W), seed=seed, n_test=n_test,
+                           test_fraction=test_fraction, progress=progress)
+
+
+def _write_held(out, *, labeled: int, depth_only: int, size: tuple[int, int], seed: int, n_test: int,
+                test_fraction: float, progress: bool) -> SyntheticPaths:
+    """``write_synthetic_dataset``'s writing, its arguments checked and ``out`` held (``synthetic_lock``)."""
+    H, W = size
     p = synthetic_paths(out)
-    check_writable_target(out)
-    p.root.mkdir(parents=True, exist_ok=True)
-    p.owner.write_text("written by labelreg's synthetic data generator, which may rewrite this folder\n")
     if p.marker.exists():
         p.marker.unlink()  # from here on the dataset is incomplete
     p.depth_only_dir.mkdir(parents=True, exist_ok=True)
