@@ -16,6 +16,7 @@ import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw
@@ -263,36 +264,40 @@ def in_percent(key: str) -> bool:
 
 
 def curves_plot(runs: Sequence[tuple[str, list[dict[str, float]]]], keys: Sequence[str], *, title: str = "") -> Figure:
-    """One axis per key with every run's curve on it, labelled by run: ``runs`` are (label, engine history, one
-    entry per epoch). mIoU and accuracies in percent. A series with a single point is drawn as a large marker
-    with a note saying that it was evaluated once."""
-    figure = Figure(figsize=(3.6 * len(keys), 3.1), layout="constrained")
-    epochs = [entry["epoch"] for _, history in runs for entry in history if "epoch" in entry] or [0]
+    """One axis per key with every run's curve on it: ``runs`` are (label, engine history, one entry per epoch),
+    each run in one colour on every axis, named in one legend under the axes. mIoU and accuracies in percent.
+    A series with a single value is a large marker with its value, and the axis says so under it."""
+    figure = Figure(figsize=(3.6 * len(keys), 3.2 if runs[0][0] else 2.9), layout="constrained")
+    epochs = sorted({entry["epoch"] for _, history in runs for entry in history if "epoch" in entry} or {0})
     for axis, key in zip(figure.subplots(1, len(keys), squeeze=False)[0], keys):
-        scale, once = (100.0 if in_percent(key) else 1.0), []
-        for label, history in runs:
+        scale, once = (100.0 if in_percent(key) else 1.0), set()
+        for colour, (label, history) in enumerate(runs):
             points = [(entry["epoch"], entry[key] * scale) for entry in history if key in entry]
             if len(points) == 1:
-                once.append(points[0][0])
+                once.add(points[0][0])
                 axis.annotate(f"{points[0][1]:.1f}{'%' if scale == 100 else ''}", points[0], xytext=(6, 4),
-                              textcoords="offset points", fontsize=FONT_PT)
+                              textcoords="offset points", fontsize=FONT_PT, color=f"C{colour}")
             if points:
-                axis.plot(*zip(*points), marker="o", markersize=7 if len(points) == 1 else 3, label=label or None,
+                axis.plot(*zip(*points), marker="o", markersize=7 if len(points) == 1 else 3, color=f"C{colour}",
                           linestyle="-" if len(points) > 1 else "none")
-        if once:
-            axis.text(0.5, 0.03, "evaluated once: epoch " + ", ".join(str(e) for e in sorted(set(once))),
-                      transform=axis.transAxes, ha="center", va="bottom", fontsize=FONT_PT, color="0.3")
         if not axis.lines:
             axis.text(0.5, 0.5, "not recorded", transform=axis.transAxes, ha="center", fontsize=FONT_PT)
         axis.set_title(CURVE_TITLES.get(key, key) + (" (%)" if scale == 100 else ""), fontsize=FONT_PT + 1)
-        axis.set_xlabel("epoch", fontsize=FONT_PT)
+        axis.set_xlabel("epoch" + (f" (one value only: epoch {', '.join(map(str, sorted(once)))})" if once else ""),
+                        fontsize=FONT_PT)
         axis.set_ylabel("%" if scale == 100 else "loss" if key.startswith("train/") else key, fontsize=FONT_PT)
-        axis.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
+        if len(epochs) <= 12:
+            axis.set_xticks(epochs)
+        else:
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.tick_params(labelsize=FONT_PT)
+        axis.margins(y=0.15)  # room for the values written beside single points
         axis.grid(alpha=0.3)
-        if any(line.get_label() and not line.get_label().startswith("_") for line in axis.lines):
-            axis.legend(fontsize=FONT_PT)
+    if any(label for label, _ in runs):
+        handles = [Line2D([], [], color=f"C{i}", marker="o", markersize=5, label=label) for i, (label, _) in
+                   enumerate(runs)]
+        figure.legend(handles=handles, loc="outside lower center", ncol=len(runs), fontsize=FONT_PT, frameon=False)
     if title:
         figure.suptitle(title, fontsize=FONT_PT + 2)
     return figure

@@ -75,11 +75,11 @@ def test_curves_show_miou_in_percent_and_several_runs_on_one_axis(tmp_path):
     regularized = [{"epoch": 1, "train/ce": 1.9, "val/miou": 0.08}, {"epoch": 2, "train/ce": 1.4, "val/miou": 0.125}]
     figure = curves_plot([("baseline", baseline), ("regularized", regularized)], ["train/ce", "val/miou"], title="t")
     loss, miou = figure.axes
-    assert [line.get_label() for line in miou.lines] == ["baseline", "regularized"]
+    assert len(miou.lines) == 2 and [line.get_color() for line in miou.lines] == ["C0", "C1"]
     assert np.allclose(miou.lines[0].get_ydata(), [7.0, 11.6]) and np.allclose(miou.lines[1].get_ydata(), [8.0, 12.5])
     assert miou.get_ylabel() == "%" and "(%)" in miou.get_title()
     assert np.allclose(loss.lines[0].get_ydata(), [2.0, 1.5])  # losses stay as they are
-    assert [t.get_text() for t in miou.get_legend().get_texts()] == ["baseline", "regularized"]
+    assert legend_texts(figure) == ["baseline", "regularized"]  # one legend: run i is colour Ci on every axis
     assert small_texts(figure) == []
     with Image.open(plot_runs([("baseline", baseline)], ["val/miou"], tmp_path / "curves.png")) as picture:
         assert picture.format == "PNG"
@@ -88,13 +88,15 @@ def test_curves_show_miou_in_percent_and_several_runs_on_one_axis(tmp_path):
 def test_a_metric_evaluated_once_is_a_marker_with_a_note():
     history = [{"epoch": 1, "train/ce": 2.0}, {"epoch": 2, "train/ce": 1.0}, {"epoch": 3, "train/ce": 0.5,
                                                                                "val/miou": 0.116}]
-    _, miou = curves_plot([("", history)], ["train/ce", "val/miou"]).axes
+    figure = curves_plot([("", history)], ["train/ce", "val/miou"])
+    loss, miou = figure.axes
     (point,) = miou.lines
     assert point.get_linestyle() == "None" and point.get_marker() == "o" and point.get_markersize() >= 6
     assert list(point.get_ydata()) == pytest.approx([11.6])
-    notes = [t.get_text() for t in miou.texts]
-    assert "evaluated once: epoch 3" in notes and "11.6%" in notes
-    assert miou.get_xlim() == (0.5, 3.5)  # placed among all the epochs, not alone in the middle
+    assert [t.get_text() for t in miou.texts] == ["11.6%"]
+    assert miou.get_xlabel() == "epoch (one value only: epoch 3)" and loss.get_xlabel() == "epoch"
+    assert miou.get_xlim() == (0.5, 3.5) and list(miou.get_xticks()) == [1, 2, 3]  # among all the epochs
+    assert figure.legends == []  # one unnamed run: nothing to tell apart
 
 
 def test_the_points_figure_has_a_localization_colour_bar_and_a_legend_of_its_classes():
@@ -138,6 +140,8 @@ def test_the_query_figure_names_the_class_and_the_distance():
     title = " ".join(figure.texts[0].get_text().split())  # the title line, wrapped
     assert "d = cosine distance" in title and "label codes" in title
     assert legend_texts(figure) == ["wall", "chair"]
+    unnamed = query_plot([(result, reference[0])], reference, queried=[None])
+    assert "train_1\nquery: mostly chair" in [t.get_text() for t in unnamed.findobj(Text)]
     named = query_plot([(result, reference[0])], reference, queried=["chair"], metric="l2")
     texts = [t.get_text() for t in named.findobj(Text)]
     assert "train_1\nquery: chair" in texts and "“chair”" in named.texts[0].get_text()

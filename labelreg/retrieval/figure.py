@@ -32,14 +32,14 @@ def box_class(label: torch.Tensor, box: Sequence[int], names: Sequence[str]) -> 
 
 def query_plot(results: Sequence[tuple[QueryResult, dict]], reference: Dataset, *,
                titles: Sequence[str] | None = None, labels_of: Callable[[dict], torch.Tensor] | None = None,
-               queried: Sequence[str] | None = None, metric: str = "cosine", colours: ClassColours | None = None,
+               queried: Sequence[str | None] | None = None, metric: str = "cosine", colours: ClassColours | None = None,
                title: str | None = None) -> Figure:
     """The grid of ``query_figure`` as a Figure (its arguments there)."""
     labels_of = labels_of or (lambda sample: sample["label"])
     names = list(getattr(unwrap_subsets(reference)[0], "class_names", ()))  # none: "class i"
     colours = colours or class_colours(names)
-    queried = list(queried) if queried else [f"mostly {box_class(sample['label'], result.box, names)}"
-                                             for result, sample in results]
+    queried = [given or f"mostly {box_class(sample['label'], result.box, names)}"
+               for given, (result, sample) in zip(queried or [None] * len(results), results)]
     columns = 1 + max(len(result.matches) for result, _ in results)
     rows, maps, decorations = [], [], []
     for row, (result, sample) in enumerate(results):
@@ -68,6 +68,7 @@ def query_plot(results: Sequence[tuple[QueryResult, dict]], reference: Dataset, 
             axes[r, c].add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=colour,
                                            linewidth=2))
             axes[r, c].set_xlabel(caption, fontsize=FONT_PT, labelpad=2)
+        axes[r, 0].set_title(axes[r, 0].get_title(), fontsize=FONT_PT, pad=5)  # clear of the thick frame
         for spine in axes[r, 0].spines.values():  # the query's frame, as in Fig. 5.7
             spine.set(edgecolor=QUERY_COLOUR, linewidth=3)
     return figure
@@ -75,7 +76,7 @@ def query_plot(results: Sequence[tuple[QueryResult, dict]], reference: Dataset, 
 
 def query_figure(results: Sequence[tuple[QueryResult, dict]], reference: Dataset, path: str | Path,
                  titles: Sequence[str] | None = None,
-                 labels_of: Callable[[dict], torch.Tensor] | None = None, *, queried: Sequence[str] | None = None,
+                 labels_of: Callable[[dict], torch.Tensor] | None = None, *, queried: Sequence[str | None] | None = None,
                  metric: str = "cosine", colours: ClassColours | None = None) -> Path:
     """PNG grid like thesis Fig. 5.7: per row the query image with its box (green frame), then its
     matches from ``reference`` with their boxes and distances ``d``; label overlays in the data set's colours
@@ -84,7 +85,7 @@ def query_figure(results: Sequence[tuple[QueryResult, dict]], reference: Dataset
     ``results``: (result, query sample) pairs; ``titles``: what each row's query came from (e.g. "labels",
     "image"; default the result's source); ``labels_of``: the label map to overlay for a sample (default its
     ground truth; e.g. ``ImageFeatures.predict`` shows what the segmenter saw in each region); ``queried``:
-    the class each query's box was drawn around (default: "mostly" the most frequent class in the box);
+    the class each query's box was drawn around (None or absent: "mostly" the most frequent class in the box);
     ``metric``: the distance ``run_query`` used.
     """
     figure = query_plot(results, reference, titles=titles, labels_of=labels_of, queried=queried, metric=metric,

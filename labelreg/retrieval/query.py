@@ -23,6 +23,7 @@ from labelreg.retrieval.index import QueryResult, RegionIndex, index_description
 from labelreg.retrieval.sources import image_source, label_source
 from labelreg.runtime import resolve_device
 from labelreg.storage import load_run_checkpoint, write_json
+from labelreg.viz import class_colours
 
 Box = tuple[int, int, int, int]
 SOURCE_OPTIONS = {"labels": ("--autoencoder", ("autoencoder",)), "images": ("--segmenter", ("segmentation",))}
@@ -144,8 +145,9 @@ def query_checkpoints(images: Sequence[str], *, autoencoder: str | Path | None =
                for kind in {query_kind, reference_kind}}
     # every query is checked before the index is built, which can take minutes
     samples = [find_sample(queries, image)[1] for image in images]
-    regions = []
+    regions, queried = [], []  # queried: the class named by --class, for the figure
     for image, sample, box in zip(images, samples, query_boxes(boxes, classes, len(images))):
+        queried.append(box[1] if box is not None and box[0] == "class" and box[1] in names else None)
         if box is None:
             box = (0, 0, *sample["image"].shape[-2:])
         elif box[0] == "class":
@@ -167,5 +169,6 @@ def query_checkpoints(images: Sequence[str], *, autoencoder: str | Path | None =
                           "results": [result.as_dict() for result, _ in results]})
     figure = query_figure(results, reference, Path(figure_path) if figure_path else out_json.with_suffix(".png"),
                           titles=[query_kind] * len(results),
-                          labels_of=sources["images"].predict if overlay == "predictions" else None)
+                          labels_of=sources["images"].predict if overlay == "predictions" else None,
+                          queried=queried, metric=metric, colours=class_colours(names, data.dataset))
     return QueryRun(index, reference_kind, results, out_json, figure)
