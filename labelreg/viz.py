@@ -21,8 +21,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw
 
-from labelreg.data.transforms import denormalize
 from labelreg.data.camvid import CAMVID_CLASSES
+from labelreg.data.transforms import denormalize
 from labelreg.data.voc import VOC_CLASSES
 from labelreg.palette import CAMVID_COLOURS, IGNORE_COLOUR, IGNORE_INDEX, VOC_BACKGROUND_COLOUR, colorize, voc_palette
 
@@ -173,7 +173,9 @@ def panel_figure(rows: Sequence[Sequence[np.ndarray | ScalarMap | None]], *, col
     titles, optional row titles and ``caption_lines`` of space under each panel (for the caller's
     ``set_xlabel``), one horizontal colour bar per ``ScalarMap`` label under its columns, and a legend of
     (name, colour) swatches at the bottom. Returns the figure and its rows × columns axes."""
-    first = next(p for row in rows for p in row if p is not None)
+    first = next((p for row in rows for p in row if p is not None), None)
+    if first is None:
+        raise ValueError(f"a figure titled {title!r} has no pictures to draw (no images given)")
     height, width = (first.values if isinstance(first, ScalarMap) else first).shape[:2]
     columns = max(len(row) for row in rows)
     panel_w, gap, line = PANEL_INCHES, 0.08, FONT_PT / 72 * 1.35
@@ -325,7 +327,7 @@ def depth_figure(images: torch.Tensor, depths: torch.Tensor, predictions: Sequen
     scale (plasma, near = bright, 0 to the largest valid ground truth shown, at most ``max_depth``) with a
     colour bar in metres; the error panels share their own scale and bar (0 to the 99th percentile of the
     shown errors); pixels without ground truth are grey in the error maps; ``title`` heads the figure.
-    Returns the layout: ``path``, ``size`` (width, height in px), ``columns`` (titles, left to right),
+    Returns the layout: ``path``, ``size`` (width, height in px), ``title``, ``columns`` (titles, left to right),
     ``colorbars`` (their labels), ``depth_range`` and ``error_range`` (metres).
     """
     count = min(rows, len(images))
@@ -384,5 +386,5 @@ def depth_figure(images: torch.Tensor, depths: torch.Tensor, predictions: Sequen
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=DPI)
     size = tuple(int(v) for v in figure.get_size_inches() * DPI)
-    return {"path": path, "size": size, "columns": titles, "colorbars": colorbars, "depth_range": (0.0, top),
-            "error_range": (0.0, error_top)}
+    return {"path": path, "size": size, "title": title, "columns": titles, "colorbars": colorbars,
+            "depth_range": (0.0, top), "error_range": (0.0, error_top)}

@@ -13,8 +13,8 @@ from labelreg.palette import CAMVID_COLOURS, IGNORE_COLOUR
 from labelreg.retrieval.figure import query_plot
 from labelreg.retrieval.geometry import pixel_box_to_cells
 from labelreg.retrieval.index import Match, QueryResult
-from labelreg.viz import (FONT_PT, IGNORE_NAME, class_colours, curves_plot, dataset_palette, overlay, plot_runs,
-                          segmentation_plot)
+from labelreg.viz import (FONT_PT, IGNORE_NAME, class_colours, curves_plot, dataset_palette, overlay, panel_figure,
+                          plot_runs, segmentation_plot)
 from labelreg.weak.figure import SCORE_LABEL, points_plot
 
 BLACK = (0, 0, 0)
@@ -147,3 +147,8 @@ def test_the_query_figure_names_the_class_and_the_distance():
     assert "train_1\nquery: chair" in texts and "“chair”" in named.texts[0].get_text()
     assert "d = Euclidean distance" in " ".join(named.texts[0].get_text().split())
     assert small_texts(named) == []
+
+
+def test_a_figure_without_pictures_is_a_one_line_error():
+    with pytest.raises(ValueError, match="'empty' has no pictures to draw"):
+        panel_figure([[None, None]], column_titles=["a", "b"], title="empty")

@@ -17,6 +17,7 @@ def test_depth_figure_layout(tmp_path):
     assert layout["columns"] == ["image", "ground truth", "two-part", "single-part", "|two-part − truth|",
                                  "|single-part − truth|"]
     assert layout["colorbars"] == ["depth (m)", "|error| (m)"]
+    assert layout["title"].startswith("Depth of validation images")  # a title line says what the figure shows
     # one shared depth scale from 0 to the largest valid ground truth shown; errors on their own scale
     assert layout["depth_range"][0] == 0 and math.isclose(layout["depth_range"][1], float(truth.max()), rel_tol=1e-6)
     assert math.isclose(layout["error_range"][1], 0.4, rel_tol=1e-3)
