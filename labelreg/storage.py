@@ -151,6 +151,8 @@ def safe_load(path: str | Path, what: str = "checkpoint", map_location: str | to
 
 
 TRAINING_STATE_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "step", "rng")  # what a resume restores
+TRAINERS = {"autoencoder": "train-ae", "segmentation": "train-seg", "classification": "train-cls",
+            "depth": "train-depth"}  # the command that writes each task's checkpoints (named in errors)
 
 
 def checkpoint_kind(checkpoint: Any) -> str:
@@ -189,7 +191,9 @@ def check_checkpoint(checkpoint: Any, path: str | Path, *, purpose: str, tasks: 
         raise ValueError(f"{path} holds {kind}; {purpose} wants {wanted} checkpoint written by labelreg "
                          "(a run's checkpoints/best.pt or last.pt): save it with a labelreg trainer")
     if tasks and task not in tasks:
-        raise ValueError(f"{path} is {kind}; {purpose} wants {wanted} checkpoint")
+        writers = " or ".join(f"labelreg {TRAINERS[name]}" for name in tasks if name in TRAINERS)
+        raise ValueError(f"{path} is {kind}; {purpose} wants {wanted} checkpoint" + (f" ({writers} writes them)"
+                                                                                      if writers else ""))
     missing = [key for key in keys if key not in checkpoint]
     if missing:
         wants = ("a training checkpoint (a run's checkpoints/last.pt or best.pt)" if "optimizer" in missing

@@ -51,8 +51,8 @@ def test_the_kind_of_a_loaded_file_in_words():
     assert checkpoint_kind({"w": torch.zeros(1)}).startswith("a bare state dict (no config)")
     assert checkpoint_kind({"model": {}, "epoch": 1}) == "a dict without a config (keys: model, epoch)"
     assert checkpoint_kind([1, 2]) == "a list, not a checkpoint dict"
-    with pytest.raises(ValueError, match=r"^x.pt is an autoencoder checkpoint \(task=autoencoder\); "
-                                         r"model.init_from wants a segmentation checkpoint$"):
+    with pytest.raises(ValueError, match=r"^x.pt is an autoencoder checkpoint \(task=autoencoder\); model.init_from "
+                                         r"wants a segmentation checkpoint \(labelreg train-seg writes them\)$"):
         check_checkpoint(labelreg_checkpoint("autoencoder"), "x.pt", purpose="model.init_from", tasks=("segmentation",))
 
 
@@ -68,7 +68,7 @@ def test_export_refuses_an_autoencoder_and_writes_nothing(files, tmp_path, capsy
     out = tmp_path / "plain.pt"
     err = refused(["export", "--checkpoint", str(files["ae.pt"]), "--out", str(out)], capsys)
     assert err.endswith(f"{files['ae.pt']} is an autoencoder checkpoint (task=autoencoder); labelreg export wants "
-                        "a segmentation checkpoint")
+                        "a segmentation checkpoint (labelreg train-seg writes them)")
     assert not out.exists()
     err = refused(["export", "--checkpoint", str(files["no_config.pt"]), "--out", str(out)], capsys)
     assert "holds a dict without a config (keys: model, epoch)" in err
@@ -76,8 +76,8 @@ def test_export_refuses_an_autoencoder_and_writes_nothing(files, tmp_path, capsy
 
 def test_query_checks_each_checkpoint_s_kind_before_reading_any_data(files, capsys):
     err = refused(["query", "--autoencoder", str(files["seg_reg.pt"]), "--image", "0"], capsys)
-    assert err.endswith(f"{files['seg_reg.pt']} is a segmentation checkpoint (task=segmentation, "
-                        "regularizer.kind=decoder); --autoencoder wants an autoencoder checkpoint")
+    assert err.endswith(f"{files['seg_reg.pt']} is a segmentation checkpoint (task=segmentation, regularizer.kind="
+                        "decoder); --autoencoder wants an autoencoder checkpoint (labelreg train-ae writes them)")
     err = refused(["query", "--segmenter", str(files["ae.pt"]), "--image", "0"], capsys)
     assert "--segmenter wants a segmentation checkpoint" in err
     err = refused(["query", "--autoencoder", str(files["ae.pt"]), "--segmenter", str(files["bare.pt"]),
@@ -95,10 +95,11 @@ def test_training_refuses_wrong_start_files_before_it_claims_the_run_directory(f
     assert "without optimizer, scheduler" in err and "wants a training checkpoint" in err
     err = refused(["train-seg", "--config", str(SEGMENTER), f"model.init_from={files['ae.pt']}"], capsys)
     assert err.endswith(f"{files['ae.pt']} is an autoencoder checkpoint (task=autoencoder); model.init_from "
-                        "wants a segmentation checkpoint")
+                        "wants a segmentation checkpoint (labelreg train-seg writes them)")
     err = refused(["train-seg", "--config", str(REGULARIZED), f"regularizer.autoencoder={files['seg_reg.pt']}"], capsys)
     assert err.endswith(f"{files['seg_reg.pt']} is a segmentation checkpoint (task=segmentation, regularizer.kind="
-                        "decoder); regularizer.autoencoder wants an autoencoder checkpoint")
+                        "decoder); regularizer.autoencoder wants an autoencoder checkpoint (labelreg train-ae "
+                        "writes them)")
     err = refused(["train-seg", "--config", str(REGULARIZED), f"regularizer.autoencoder={files['bare.pt']}"], capsys)
     assert "holds a bare state dict (no config)" in err and "regularizer.autoencoder wants" in err
     assert not run_dir.exists()  # refused before anything was written

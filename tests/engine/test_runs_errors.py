@@ -110,8 +110,8 @@ def test_segmenter_checkpoint_as_autoencoder(tiny_synthetic, tmp_path, capsys):
     assert main(["train-seg", "--config", SEG_CONFIG, *tiny(tiny_synthetic.root, tmp_path), TINY_SEG,
                  "regularizer.kind=decoder", f"regularizer.autoencoder={wrong}"]) == 2
     err = error_line(capsys)
-    assert f"{wrong} is not a label-autoencoder checkpoint (it holds a 'segmentation' model)" in err
-    assert "train-ae" in err
+    assert err.endswith(f"{wrong} is a segmentation checkpoint (task=segmentation); regularizer.autoencoder wants an "
+                        "autoencoder checkpoint (labelreg train-ae writes them)")
 
 
 @pytest.mark.parametrize("kind", ["malicious", "not-tensors"])
