@@ -241,7 +241,7 @@ def segmentation_plot(images: torch.Tensor, labels: torch.Tensor, predictions: S
     shown = denormalize(images[:count])
     maps = [labels[:count], *(p[:count] for _, p in predictions)]
     grid = [[to_uint8_image(shown[i]), *(colours.colorize(m[i]) for m in maps)] for i in range(count)]
-    title = title or "Validation images: the ground truth and each model's predicted classes"
+    title = title or "Images: the ground truth and each model's predicted classes"
     figure, _ = panel_figure(grid, column_titles=["image", "ground truth", *(t for t, _ in predictions)],
                              title=title, legend=colours.legend(maps))
     return figure
