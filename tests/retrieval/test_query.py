@@ -11,7 +11,7 @@ from labelreg.config import load_config, to_dict
 from labelreg.data.synthetic import write_synthetic_dataset
 from labelreg.data.voc import VOCSegmentation
 from labelreg.models import LabelAutoencoder
-from labelreg.storage import save_checkpoint
+from labelreg.storage import load_checkpoint, save_checkpoint
 from labelreg.tasks.segmentation import build_model
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -86,6 +86,12 @@ def test_cli_query_errors_are_clear(tiny_synthetic, tmp_path, capsys):
     assert "<= " in capsys.readouterr().err  # the box must lie inside the query image
     assert not (ae_path.parents[1] / "index").exists()  # all refused before an index was built
     assert main(["query", "--segmenter", str(ae_path), "--image", "0"]) == 2
+    assert (f"{ae_path} is an autoencoder checkpoint (task=autoencoder); --segmenter wants a segmentation checkpoint"
+            in capsys.readouterr().err)
+    plain = ae_path.parent / "plain.pt"  # a segmenter without the decoder branch predicts no code to search with
+    save_checkpoint(plain, {**load_checkpoint(seg_path), "config": {**load_checkpoint(seg_path)["config"],
+                                                                    "regularizer": {"kind": "none"}}})
+    assert main(["query", "--segmenter", str(plain), "--image", "0"]) == 2
     assert "regularizer.kind=decoder" in capsys.readouterr().err
     assert main(["query", "--segmenter", str(seg_path), "--image", "0", "--reference-from", "labels"]) == 2
     assert "--autoencoder" in capsys.readouterr().err
