@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from labelreg.config import Config, ConfigError, DataConfig
+from labelreg.cli import main
+from labelreg.config import Config, ConfigError, DataConfig, load_config, to_dict
 from labelreg.data import CAMVID_CLASSES, CamVid
 from labelreg.data.build import build_augmentations, build_dataset, evaluation_subsets
+from labelreg.models import LabelAutoencoder
 from labelreg.palette import CAMVID_COLOURS, IGNORE_INDEX
+from labelreg.storage import save_checkpoint
 from labelreg.tasks.class_weights import loss_class_weights
 
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "camvid"
 REAL = SHARED / "CamVid"
 needs_camvid = pytest.mark.skipif(not (REAL / "train.txt").is_file(), reason=f"CamVid not found in {REAL}")
@@ -67,6 +73,42 @@ def test_class_colours_are_segnets_palette_file():
         palette = np.array(im.convert("RGB"))[0]
     assert [tuple(c) for c in palette[:11].tolist()] == list(CAMVID_COLOURS)
     assert palette[11].tolist() == [0, 0, 0] and len(CAMVID_CLASSES) == len(CAMVID_COLOURS) == 11
+
+
+def real_camvid_layout(root: Path, splits: dict[str, list[str]]) -> Path:
+    """A CamVid folder of links to a few real frames of ../shared/data/camvid (nothing copied)."""
+    folder = root / "CamVid"
+    for split, names in splits.items():
+        for sub in (split, f"{split}annot"):
+            (folder / sub).mkdir(parents=True)
+            for name in names:
+                (folder / sub / f"{name}.png").symlink_to(REAL / sub / f"{name}.png")
+        (folder / f"{split}.txt").write_text("".join(f"/SegNet/CamVid/{split}/{n}.png /SegNet/CamVid/{split}annot/{n}.png\n"
+                                                     for n in names))
+    return folder
+
+
+@needs_camvid
+def test_label_space_queries_on_camvid_car_and_pedestrian(tmp_path, capsys, one_thread):
+    """``labelreg query`` from a CamVid phase-one checkpoint (as train-ae saves it; untrained weights suffice to
+    exercise the path): the box of the query class' largest region, searched in the val label maps."""
+    folder = real_camvid_layout(tmp_path / "data", {"train": ["0001TP_006690"], "val": ["0016E5_07959", "0016E5_07961"]})
+    cfg = load_config(CONFIGS / "camvid" / "ae-32_camvid.yaml", [f"data.root={folder}", f"output_dir={tmp_path}",
+                                                                 "name=ae", "data.num_workers=0"])
+    torch.manual_seed(0)
+    checkpoint = cfg.run_dir / "checkpoints" / "best.pt"
+    save_checkpoint(checkpoint, {"model": LabelAutoencoder(11, "32").state_dict(), "config": to_dict(cfg)})
+    label = CamVid(folder, "train")[0]["label"]
+    for name, class_id in (("Car", 8), ("Pedestrian", 9)):
+        out = tmp_path / name
+        assert main(["query", "--autoencoder", str(checkpoint), "--image", "0001TP_006690", "--class", name,
+                     "--k", "2", "--json", str(out / "q.json"), "--figure", str(out / "q.png"), "--no-progress"]) == 0
+        record = json.loads((out / "q.json").read_text())
+        assert record["reference_split"] == "val" and (out / "q.png").is_file()
+        y0, x0, y1, x1 = record["results"][0]["box"]
+        assert bool((label[y0:y1, x0:x1] == class_id).any())
+        assert sorted(m["image_id"] for m in record["results"][0]["matches"]) == ["0016E5_07959", "0016E5_07961"]
+    assert "0016E5_0796" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------- tiny layouts in the real format

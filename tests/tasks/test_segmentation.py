@@ -23,7 +23,7 @@ from labelreg.tasks.evaluate import evaluation_loader, format_metrics, predict_a
 from labelreg.tasks.inference import predict_probabilities
 from labelreg.tasks.resolved import RESOLVED_FILE, read_resolved
 from labelreg.tasks.segmentation import build_model, loop_spec
-from tests.data.test_camvid import REAL as REAL_CAMVID, SPLITS, write_layout
+from tests.data.test_camvid import REAL as REAL_CAMVID, SPLITS, real_camvid_layout, write_layout
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SEG_CONFIG = CONFIGS / "demo" / "zoomout-densenet67-tiny_synth-nyu40.yaml"
@@ -234,19 +234,6 @@ def test_camvid_is_scored_on_full_labels_read_at_the_short_side_with_its_unseen_
                                       "data.num_workers=0"])  # no short side: the model reads 6×8, class 0 everywhere
     full = loop_spec(unseen, HeightModel(), CAMVID_CLASSES).evaluate(HeightModel(), loader, torch.device("cpu"))
     assert full["pixel_acc"] == pytest.approx((labels == 0).sum() / (labels != IGNORE_INDEX).sum())
-
-
-def real_camvid_layout(root: Path, splits: dict[str, list[str]]) -> Path:
-    """A CamVid folder of links to a few real frames of ../shared/data/camvid (nothing copied)."""
-    folder = root / "CamVid"
-    for split, names in splits.items():
-        for sub in (split, f"{split}annot"):
-            (folder / sub).mkdir(parents=True)
-            for name in names:
-                (folder / sub / f"{name}.png").symlink_to(REAL_CAMVID / sub / f"{name}.png")
-        (folder / f"{split}.txt").write_text("".join(f"/SegNet/CamVid/{split}/{n}.png /SegNet/CamVid/{split}annot/{n}.png\n"
-                                                     for n in names))
-    return folder
 
 
 @pytest.mark.skipif(not (REAL_CAMVID / "train.txt").is_file(), reason=f"CamVid not found in {REAL_CAMVID}")
