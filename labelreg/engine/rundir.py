@@ -74,8 +74,8 @@ def run_outputs(run_dir: str | Path) -> list[Path]:
     found = []
     for where, patterns in RUN_OUTPUTS.items():
         folders = [run_dir] if where == "." else sorted(run_dir.glob(where))
-        for folder in folders:
-            if folder.is_symlink() or not folder.is_dir():
+        for folder in folders:  # a folder reached through a link (checkpoints/ on another disk) is the user's
+            if not folder.is_dir() or folder.resolve() != run_dir.resolve() / folder.relative_to(run_dir):
                 continue
             for pattern in patterns:
                 found += [path for path in sorted(folder.glob(pattern)) if path.is_file() or path.is_symlink()]
