@@ -166,7 +166,8 @@ def cmd_data(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from labelreg.demo import run_demo
 
-    run_demo(out=Path(args.out), data_root=Path(args.data), overrides=args.overrides)
+    run_demo(out=Path(args.out), data_root=Path(args.data), overrides=args.overrides, stages=args.stages,
+             skip=args.skip, fresh=args.fresh)
 
 
 def cmd_study(args: argparse.Namespace) -> None:
@@ -281,14 +282,22 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "demo", "every stage on synthetic scenes, with a report in runs/demo",
         "Runs every stage on synthetic scenes (a training stage in its own folder under --out),\n"
         "then writes report.md and metrics.json to --out:\n"
-        + "\n".join(f"  {name:8s} {text}" for name, text in DEMO_STAGES.items()),
+        + "\n".join(f"  {name:8s} {text}" for name, text in DEMO_STAGES.items())
+        + "\n\nA re-run reads back the stages that finished with the same config (--fresh trains them\n"
+          "again). The demo writes only into stage folders it made; anything else is refused.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("--out", default="runs/demo",
                       help="run directories, figures, report.md and metrics.json (default runs/demo)")
     demo.add_argument("--data", default="data/synthetic", help="synthetic data folder (written if absent)")
+    demo.add_argument("--stages", action="append", metavar="A,B", help="run only these stages (default: all)")
+    demo.add_argument("--skip", action="append", metavar="A,B", help="run every stage but these")
+    demo.add_argument("--fresh", action="store_true",
+                      help="train every selected stage again, even one that finished earlier with the same config")
     add_no_progress(demo)
     demo.add_argument("overrides", nargs="*",
-                      help="section.key=value overrides applied to every stage's config, e.g. train.epochs=1")
+                      help="section.key=value overrides, applied to every stage's config that reads the section "
+                           "(train.epochs=1 shortens every stage, the weak one too); STAGE:section.key=value for "
+                           "one stage, e.g. seg:optim.lr=0.01")
 
     study = add_command(
         commands, "study", "does the regularizer help? arms × paired seeds, report and plot",

@@ -14,12 +14,18 @@ The stages, in order (``run.run_demo``; each one a function of ``stages``):
 6. ``weak``: weak supervision from image tags (thesis ch. 4, ``labelreg.weak``): localization nets,
    diverse point sampling and a point-supervised head, against the same head on dense labels.
 
-Each training stage has its run directory under ``runs/demo/`` (config, checkpoints, TensorBoard logs,
-metrics.json); the demo adds ``report.md`` (``report.py`` fills ``report_template.md``), ``metrics.json``
-and the figures (``figures.py``) next to them.
+Each stage with a folder has it under ``--out`` (config, checkpoints, TensorBoard logs, metrics.json, and the
+demo's record ``.labelreg-demo-stage``); the demo adds ``report.md`` (``report.py`` fills
+``report_template.md``), ``metrics.json`` and the figures (``figures.py``) next to them.
+
+``--stages``/``--skip`` choose the stages, a re-run reads back the stages that finished with the same config
+(``runs.py``; ``--fresh`` trains them again), overrides reach the stages that read them (``plan.py``), and
+the report records where its numbers come from and says when a run was reduced (``provenance.py``). The
+demo never writes into, or deletes, a folder it did not make (``plan.check_folders``).
 """
 from labelreg.demo.run import run_demo
-from labelreg.demo.stages import DEMO_AE_CONFIG, STAGES, train_stage
+from labelreg.demo.runs import TrainedRun, train_stage
+from labelreg.demo.stages import DEMO_AE_CONFIG, STAGES
 
 
-__all__ = ["DEMO_AE_CONFIG", "STAGES", "run_demo", "train_stage"]
+__all__ = ["DEMO_AE_CONFIG", "STAGES", "TrainedRun", "run_demo", "train_stage"]

@@ -1,11 +1,12 @@
 """The demo's stages, in the order ``run_demo`` runs them; each returns what the report needs.
 
-A training stage loads its config from ``configs/demo/`` with the demo's overrides, replaces its run
-directory under ``out`` (a re-run of the demo starts over) and reads back the best checkpoint.
+A training stage's config is its recipe in ``configs/demo/`` with the overrides that reach it
+(``plan.route_overrides``); it trains into ``<out>/<stage>``, or is read back from there when it finished
+earlier with the same config (``runs.ensure_trained``). The functions here turn trained runs into figures
+and the numbers of the report; a stage that was not run is None in them.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -18,14 +19,14 @@ from labelreg.cli_args import DEMO_STAGES
 from labelreg.config import Config, load_config
 from labelreg.data.build import build_dataset, dataset_class_names, dataset_num_classes, ensure_synthetic
 from labelreg.demo.figures import autoencoder_figure, depth_predictions_figure, segmenter_figure
-from labelreg.engine import claim_run_directory
+from labelreg.demo.runs import TrainedRun
 from labelreg.retrieval import (class_box, image_source, index_description, label_source, open_index,
                                 query_figure, run_query)
 from labelreg.runtime import resolve_device
-from labelreg.storage import load_checkpoint, write_json
+from labelreg.storage import write_json
 from labelreg.tasks.autoencoder import train as train_autoencoder
 from labelreg.tasks.segmentation import train as train_segmenter
-from labelreg.viz import plot_curves
+from labelreg.viz import plot_curves, plot_runs
 
 CONFIG_DIR = Path(labelreg.__file__).resolve().parents[1] / "configs"
 DEMO_AE_CONFIG = CONFIG_DIR / "demo" / "ae-128_synth-nyu40.yaml"
@@ -41,31 +42,36 @@ FREQUENT_SHARE = 0.01  # classes covering at least 1% of the held-out pixels
 BORING_CLASSES = {"background", "wall", "floor", "ceiling", "otherstructure", "otherfurniture", "otherprop"}
 
 
-class TrainedRun(NamedTuple):
-    """One trained stage: its config, best checkpoint (with every epoch's history), the best epoch's
-    validation metrics without the ``val/`` prefix, and the wall time of its training."""
-    cfg: Config
-    checkpoint: dict
-    best: dict
-    seconds: float
-
-
-def train_stage(config_path: Path, name: str, out: Path, data_root: Path, overrides: list[str],
-                trainer: Callable[[Config], object]) -> TrainedRun:
-    cfg = load_config(config_path, [f"output_dir={out}", f"name={name}", f"data.root={data_root}", *overrides])
-    started = time.perf_counter()
-    with claim_run_directory(cfg.run_dir, overwrite=True):  # a re-run of the demo replaces its runs
-        trainer(cfg)
-    seconds = time.perf_counter() - started
-    checkpoint = load_checkpoint(cfg.run_dir / "checkpoints" / "best.pt")
-    checkpoint["history"] = load_checkpoint(cfg.run_dir / "checkpoints" / "last.pt")["history"]  # every epoch
-    best = {key[4:]: value for key, value in checkpoint["metrics"].items() if key.startswith("val/")}
-    return TrainedRun(cfg, checkpoint, best, seconds)
-
-
 def data_stage(data_root: Path, overrides: list[str]) -> None:
     """Write the synthetic data set (NYUv2 and VOC formats) if it is absent."""
-    ensure_synthetic(load_config(DEMO_AE_CONFIG, [f"data.root={data_root}", *overrides]).data)
+    ensure_synthetic(load_config(DEMO_AE_CONFIG, [*overrides, f"data.root={data_root}"]).data)
+
+
+class Recipe(NamedTuple):
+    """A training stage: its config in ``configs/demo``, the task that trains it, and the demo's own wiring
+    (``wiring(out, data_root)``: overrides that point it at the other stages' outputs and the data)."""
+    config: Path
+    trainer: Callable[[Config], object]
+    wiring: Callable[[Path, Path], list[str]] = lambda out, data_root: []
+
+
+def _depth_only(out: Path, data_root: Path) -> list[str]:
+    return [f"depth.depth_only={data_root / 'nyu' / 'depth_only'}"]
+
+
+def decoder_of(out: Path) -> Path:
+    """The phase-one checkpoint the regularized segmenter reads: the ``ae`` stage's best."""
+    return out / "ae" / "checkpoints" / "best.pt"
+
+
+RECIPES = {
+    "ae": Recipe(DEMO_AE_CONFIG, train_autoencoder),
+    "seg": Recipe(DEMO_SEG_CONFIG, train_segmenter),
+    "seg_reg": Recipe(DEMO_REG_CONFIG, train_segmenter,
+                      lambda out, data_root: [f"regularizer.autoencoder={decoder_of(out)}"]),
+    "twopart": Recipe(DEMO_TWOPART_CONFIG, train_depth, _depth_only),
+    "single": Recipe(DEMO_SINGLE_CONFIG, train_depth, _depth_only),
+}
 
 
 @dataclass
@@ -74,16 +80,25 @@ class AutoencoderStage:
     figure: Path
     curves: Path
     class_names: list[str]
-    class_shares: list[float]  # each class's share of the labeled validation pixels
+    class_shares: list[float]  # each class's share of the labeled pixels of the validation split
     frequent_floor: tuple[str, float] | None  # the frequent class with the lowest IoU, and that IoU
 
 
-def autoencoder_stage(out: Path, data_root: Path, overrides: list[str]) -> AutoencoderStage:
-    """Phase one (thesis §5.3.1): the label autoencoder trained on the training label maps."""
-    run = train_stage(DEMO_AE_CONFIG, "ae", out, data_root, overrides, train_autoencoder)
-    figure = autoencoder_figure(run.cfg, run.checkpoint, out / "ae_reconstructions.png")
-    curves = plot_curves(run.checkpoint["history"], ["train/ce", "val/miou", "val/pixel_acc"],
-                         out / "ae_curves.png", title="label autoencoder (phase one)")
+def drawn(path: Path, redraw: bool, draw: Callable[[], object]) -> Path:
+    """``path``, drawn by ``draw`` unless it is there and ``redraw`` is false (its runs were read back, not trained)."""
+    if redraw or not path.is_file():
+        draw()
+    return path
+
+
+def autoencoder_results(run: TrainedRun, out: Path, *, redraw: bool = True) -> AutoencoderStage:
+    """Phase one (thesis §5.3.1), the label autoencoder trained on the training label maps: its figures and the
+    validation split's class shares. ``redraw=False`` keeps figures already in ``out``."""
+    figure = drawn(out / "ae_reconstructions.png", redraw,
+                   lambda: autoencoder_figure(run.cfg, run.checkpoint, out / "ae_reconstructions.png"))
+    curves = drawn(out / "ae_curves.png", redraw, lambda: plot_curves(
+        run.checkpoint["history"], ["train/ce", "val/miou", "val/pixel_acc"], out / "ae_curves.png",
+        title="label autoencoder (phase one)"))
     names, shares = class_shares(run.cfg)
     return AutoencoderStage(run, figure, curves, names, shares, frequent_floor(names, shares, run.best))
 
@@ -112,45 +127,53 @@ def frequent_floor(names: list[str], shares: list[float], metrics: dict) -> tupl
 
 @dataclass
 class SegmenterStage:
-    baseline: TrainedRun
-    regularized: TrainedRun
+    baseline: TrainedRun | None
+    regularized: TrainedRun | None
     figure: Path
-    baseline_curves: Path
-    regularized_curves: Path
+    curves: Path
 
 
-def segmenter_stage(out: Path, data_root: Path, overrides: list[str], autoencoder: TrainedRun) -> SegmenterStage:
-    """Phase two (thesis §5.3.3): a tiny zoom-out segmenter on a small labeled subset, without (baseline)
-    and with the frozen phase-one decoder as a regularizer."""
-    baseline = train_stage(DEMO_SEG_CONFIG, "seg", out, data_root, overrides, train_segmenter)
-    reg_overrides = [f"regularizer.autoencoder={autoencoder.cfg.run_dir / 'checkpoints' / 'best.pt'}", *overrides]
-    regularized = train_stage(DEMO_REG_CONFIG, "seg_reg", out, data_root, reg_overrides, train_segmenter)
-    figure = segmenter_figure([("baseline", baseline.cfg, baseline.checkpoint),
-                               ("regularized", regularized.cfg, regularized.checkpoint)], out / "seg_predictions.png")
-    baseline_curves = plot_curves(baseline.checkpoint["history"], ["train/ce", "val/miou", "val/pixel_acc"],
-                                  out / "seg_curves.png", title="zoom-out segmenter, baseline")
-    regularized_curves = plot_curves(regularized.checkpoint["history"],
-                                     ["train/ce", "train/aux", "val/miou", "val/aux_miou"],
-                                     out / "seg_reg_curves.png", title="zoom-out segmenter + decoder regularizer")
-    return SegmenterStage(baseline, regularized, figure, baseline_curves, regularized_curves)
+SEGMENTER_CURVES = ["train/ce", "val/miou", "train/aux", "val/aux_miou"]  # the last two: the regularized run only
+
+
+def segmenter_results(baseline: TrainedRun | None, regularized: TrainedRun | None, out: Path, *,
+                      redraw: bool = True) -> SegmenterStage | None:
+    """Phase two (thesis §5.3.3): a tiny zoom-out segmenter on a small labeled subset, without (baseline) and
+    with the frozen phase-one decoder as a regularizer; figures of the runs there are (None: neither), their
+    curves on shared axes. ``redraw=False`` keeps figures already in ``out``."""
+    runs = [(title, run) for title, run in (("baseline", baseline), ("regularized", regularized)) if run is not None]
+    if not runs:
+        return None
+    figure = drawn(out / "seg_predictions.png", redraw, lambda: segmenter_figure(
+        [(title, run.cfg, run.checkpoint) for title, run in runs], out / "seg_predictions.png"))
+    keys = [key for key in SEGMENTER_CURVES
+            if any(key in entry for _, run in runs for entry in run.checkpoint["history"])]
+    curves = drawn(out / "seg_curves.png", redraw, lambda: plot_runs(
+        [(title, run.checkpoint["history"]) for title, run in runs], keys, out / "seg_curves.png",
+        title="zoom-out segmenter: " + " vs ".join(title for title, _ in runs)))
+    return SegmenterStage(baseline, regularized, figure, curves)
 
 
 @dataclass
 class DepthStage:
-    twopart: TrainedRun
-    single: TrainedRun
+    twopart: TrainedRun | None
+    single: TrainedRun | None
     figure: dict  # viz.depth_figure's layout, with the PNG's "path"
 
 
-def depth_stage(out: Path, data_root: Path, overrides: list[str]) -> DepthStage:
+def depth_results(twopart: TrainedRun | None, single: TrainedRun | None, out: Path, *,
+                  redraw: bool = True) -> DepthStage | None:
     """Joint depth and segmentation (thesis §5.5, the ``depth`` package): a tiny two-part model on labeled +
-    depth-only frames, and the single-part baseline supervised only at the end."""
-    depth_overrides = [f"depth.depth_only={data_root / 'nyu' / 'depth_only'}", *overrides]
-    twopart = train_stage(DEMO_TWOPART_CONFIG, "twopart", out, data_root, depth_overrides, train_depth)
-    single = train_stage(DEMO_SINGLE_CONFIG, "single", out, data_root, depth_overrides, train_depth)
-    figure = depth_predictions_figure(twopart.cfg, [("two-part", twopart.checkpoint),
-                                                    ("single-part", single.checkpoint)], out / "depth_predictions.png")
-    return DepthStage(twopart, single, figure)
+    depth-only frames, and the single-part baseline supervised only at the end; their figure (None: neither).
+    ``redraw=False`` keeps the figure already in ``out``."""
+    runs = [(title, run) for title, run in (("two-part", twopart), ("single-part", single)) if run is not None]
+    if not runs:
+        return None
+    path = out / "depth_predictions.png"
+    if redraw or not path.is_file():
+        return DepthStage(twopart, single, depth_predictions_figure(
+            runs[0][1].cfg, [(title, run.checkpoint) for title, run in runs], path))
+    return DepthStage(twopart, single, {"path": path})
 
 
 def query_stage(ae_cfg: Config, reg_cfg: Config, out: Path) -> tuple[Path, list[dict]]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Iterator
@@ -100,16 +101,23 @@ def _prediction_rows(cfg: Config, count: int) -> list[dict]:
     return rows
 
 
-def run_weak_demo(out: Path, data_root: Path, overrides: list[str]) -> dict:
-    """Run the demo config end to end; returns {"figure": Path, "metrics": {...}, "seconds": float}.
+def weak_demo_config(out: Path, data_root: Path, overrides: list[str]) -> Config:
+    """The demo config with ``overrides`` (e.g. ``weak.k=10``); ``output_dir``, ``name`` (``weak``) and
+    ``data.root`` come from ``out`` and ``data_root``."""
+    return load_config(DEMO_WEAK_CONFIG, [*(overrides or []), f"output_dir={Path(out)}", "name=weak",
+                                          f"data.root={Path(data_root)}"])
 
-    ``overrides`` apply to the demo config (e.g. ``weak.k=10``); ``output_dir``, ``name``
-    and ``data.root`` are set from ``out`` and ``data_root``.
+
+def run_weak_demo(out: Path, data_root: Path, overrides: list[str]) -> dict:
+    """Run the demo config end to end; returns {"figure": Path, "prediction_figure": Path, "metrics": {...},
+    "seconds": float}, the metrics also in ``<out>/weak/demo.json``.
+
+    ``overrides`` apply to the demo config (``weak_demo_config``). The demo's ``train.epochs=N`` reaches
+    this stage as ``weak.loc_epochs``, ``weak.seg_epochs`` and ``weak.dense_epochs`` (``labelreg.demo.plan``).
     """
     started = time.perf_counter()
-    out, data_root = Path(out), Path(data_root)
-    cfg = load_config(DEMO_WEAK_CONFIG, [f"output_dir={out}", "name=weak", f"data.root={data_root}",
-                                         *(overrides or [])])
+    out = Path(out)
+    cfg = weak_demo_config(out, data_root, overrides)
     with single_thread():
         log = make_log(cfg)
         results = run_all(cfg, log=log, progress=False)
@@ -120,14 +128,13 @@ def run_weak_demo(out: Path, data_root: Path, overrides: list[str]) -> dict:
                 sampled = step_sample(other, log=log, progress=False)
                 trained = step_train(other, dense=False, log=log, progress=False)
                 compared[sampler] = (sampled, trained[f"points_{sampler}"])
-        rows, grid = _points_rows(cfg, FIGURE_ROWS)
-        figure = points_figure(rows, out / "weak_points.png", size=cfg.weak.image_size, grid=grid)
-        predictions = predictions_figure(_prediction_rows(cfg, FIGURE_ROWS), out / "weak_predictions.png",
-                                         size=cfg.weak.image_size)
+        figure, predictions = weak_figures(cfg, out)
     seconds = time.perf_counter() - started
     trained, sampled = results["train"], results["sample"]
     metrics = {
         "sampler": cfg.weak.sampler, "k": cfg.weak.k, "loc_loss": cfg.weak.loc_loss,
+        "epochs": {key: getattr(cfg.weak, key) for key in ("loc_epochs", "seg_epochs", "dense_epochs",
+                                                            "pretrain_epochs")},
         "train_images": results["features"]["train"]["images"], "val_images": results["features"]["val"]["images"],
         "classes_localized": results["localize"]["available"],
         "point_miou": trained[f"points_{cfg.weak.sampler}"]["miou"],
@@ -151,3 +158,24 @@ def run_weak_demo(out: Path, data_root: Path, overrides: list[str]) -> dict:
     log(f"weak demo: {metrics['points_per_image']:.1f} points per image → val mIoU {100 * metrics['point_miou']:.1f} "
         f"(same head on dense labels: {dense}), {seconds:.0f} s")
     return {"figure": figure, "prediction_figure": predictions, "metrics": metrics, "seconds": seconds}
+
+
+def weak_figures(cfg: Config, out: Path) -> tuple[Path, Path]:
+    """``<out>/weak_points.png`` and ``<out>/weak_predictions.png`` from the run's stores, nets and heads."""
+    with single_thread():
+        rows, grid = _points_rows(cfg, FIGURE_ROWS)
+        figure = points_figure(rows, Path(out) / "weak_points.png", size=cfg.weak.image_size, grid=grid)
+        predictions = predictions_figure(_prediction_rows(cfg, FIGURE_ROWS), Path(out) / "weak_predictions.png",
+                                         size=cfg.weak.image_size)
+    return figure, predictions
+
+
+def load_weak_demo(cfg: Config, out: Path) -> dict:
+    """A finished weak demo read back (``<run>/demo.json``): what ``run_weak_demo`` returns, with the seconds the
+    run took; its figures are drawn again only where they are missing from ``out``."""
+    stored = json.loads((cfg.run_dir / "demo.json").read_text())
+    seconds = stored.pop("seconds", 0.0)
+    figure, predictions = Path(out) / "weak_points.png", Path(out) / "weak_predictions.png"
+    if not (figure.is_file() and predictions.is_file()):
+        figure, predictions = weak_figures(cfg, out)
+    return {"figure": figure, "prediction_figure": predictions, "metrics": stored, "seconds": float(seconds or 0.0)}
