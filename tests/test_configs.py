@@ -165,7 +165,7 @@ def test_the_camvid_recipe_set():
     names = {path.stem for path in CAMVID}
     assert {"ae-32_camvid", "ae-128_camvid", "zoomout-densenet67_camvid_180", "zoomout-densenet67_camvid_180_flipcrop",
             "zoomout-vgg16_camvid_180", "zoomout-vgg16_camvid_180_flipcrop", "deeplabv3-resnet50_camvid_180_flipcrop",
-            "zoomout-densenet67-tiny_camvid_96", "zoomout-densenet67_camvid_180_flipcrop_dec128"} == names
+            "zoomout-densenet67-tiny_camvid_72", "zoomout-densenet67_camvid_180_flipcrop_dec128"} == names
     assert load_config(CONFIGS / "camvid" / "deeplabv3-resnet50_camvid_180_flipcrop.yaml").model.name.startswith("tv:")
     regularized = load_config(CONFIGS / "camvid" / "zoomout-densenet67_camvid_180_flipcrop_dec128.yaml")
     assert regularized.regularizer.autoencoder == "runs/camvid/ae-128_camvid/checkpoints/best.pt"
