@@ -33,7 +33,7 @@ from labelreg.tasks.evaluate import evaluate_segmentation, evaluation_loader, pr
 from labelreg.tasks.inference import inference_sizes, predict_probabilities
 from labelreg.tasks.resolved import write_resolved
 from labelreg.tasks.start import start_label_map_run
-from labelreg.viz import image_grid, label_image, segmentation_figure, to_uint8_image
+from labelreg.viz import class_colours, image_grid, label_image, segmentation_figure, to_uint8_image
 
 REGULARIZERS = ("none", "decoder", "encoder")
 SEGMENTATION_LOSSES = ("ce", *WEIGHTED_LOSSES)  # tasks.class_weights: the weighted ones
@@ -361,5 +361,7 @@ def evaluate_checkpoint(cfg: Config, checkpoint: dict, split: str, *, save_predi
         columns = [("prediction", outputs["seg"].argmax(1))]
         if "aux_seg" in outputs:
             columns.append(("auxiliary (decoder)", outputs["aux_seg"].argmax(1)))
-        segmentation_figure(batch["image"], batch["label"], columns, figure)
+        segmentation_figure(batch["image"], batch["label"], columns, figure,
+                            colours=class_colours(dataset_class_names(dataset), cfg.data.dataset),
+                            title=f"{cfg.name} on {cfg.data.dataset} {split}: image, ground truth, predictions")
     return metrics
