@@ -357,7 +357,9 @@ def evaluate_checkpoint(cfg: Config, checkpoint: dict, split: str, *, save_predi
     if figure is not None:
         batch = spec.eval_augment(to_device(next(iter(loader)), device))
         with torch.inference_mode():
-            outputs = model.eval()(batch["image"])
+            # the first evaluation size (CamVid: the short side it was trained at), upsampled to the labels
+            size = inference_sizes(*batch["image"].shape[-2:], cfg.eval.scales, cfg.eval.short_sides)[0]
+            outputs = predict_at_size(model.eval(), batch["image"], size)
         columns = [("prediction", outputs["seg"].argmax(1))]
         if "aux_seg" in outputs:
             columns.append(("auxiliary (decoder)", outputs["aux_seg"].argmax(1)))

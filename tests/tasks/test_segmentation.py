@@ -22,6 +22,7 @@ from labelreg.tasks import TASKS, model_from_checkpoint
 from labelreg.tasks.evaluate import evaluation_loader, format_metrics, predict_at_size
 from labelreg.tasks.inference import predict_probabilities
 from labelreg.tasks.resolved import RESOLVED_FILE, read_resolved
+from labelreg.tasks import segmentation
 from labelreg.tasks.segmentation import build_model, loop_spec
 from tests.data.test_camvid import REAL as REAL_CAMVID, SPLITS, real_camvid_layout, write_layout
 
@@ -265,3 +266,16 @@ def test_train_seg_and_eval_on_real_camvid_frames(tmp_path, capsys, one_thread):
     metrics = json.loads((run / "eval_test.json").read_text())["metrics"]
     assert {"miou", "Seq05VD_miou", "iou/Bicyclist"} <= set(metrics) and "Seq05VD_miou" in printed
     assert "on camvid test" in printed and all(0 <= metrics[key] <= 1 for key in ("miou", "Seq05VD_miou"))
+
+
+def test_the_evaluation_figure_shows_what_was_scored(tmp_path, monkeypatch):
+    """``labelreg eval --figure`` draws the prediction the metrics scored: read at the short side, upsampled."""
+    folder = write_layout(tmp_path, SPLITS)
+    cfg = load_config(SEG_CONFIG, ["data.dataset=camvid", f"data.root={folder}", "data.synthesize_if_missing=false",
+                                   "data.num_workers=0", "eval.scales=[]", "eval.short_sides=[3]"])
+    drawn = {}
+    monkeypatch.setattr(segmentation, "model_from_checkpoint", lambda *args, **kwargs: HeightModel())
+    monkeypatch.setattr(segmentation, "segmentation_figure", lambda image, label, columns, path, **_: drawn.update(columns))
+    metrics = segmentation.evaluate_checkpoint(cfg, {"model": {}}, "test", figure=tmp_path / "f.png")
+    assert drawn["prediction"].shape == (3, 6, 8) and bool((drawn["prediction"] == 1).all())
+    assert drawn["auxiliary (decoder)"].shape == (3, 6, 8) and metrics["Seq05VD_miou"] > 0
