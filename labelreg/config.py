@@ -377,8 +377,7 @@ def validate(cfg: Config) -> Config:
     """Value ranges and shapes the types alone do not catch (e.g. ``train.epochs=0``, ``crop_size=[64]``)."""
     check_run_name(cfg.name, cfg.output_dir)
     train, data, optim = cfg.train, cfg.data, cfg.optim
-    _check(train.max_steps is None or train.max_steps >= 1, "train.max_steps", train.max_steps,
-           "must be at least 1, or null for no limit")
+    _check(train.max_steps is None or train.max_steps >= 1, "train.max_steps", train.max_steps, "must be at least 1 or null")
     for key in ("epochs", "eval_every", "log_every"):
         _check(getattr(train, key) >= 1, f"train.{key}", getattr(train, key), "must be at least 1")
     _check(train.images_to_log >= 0, "train.images_to_log", train.images_to_log, "must not be negative")
@@ -393,16 +392,14 @@ def validate(cfg: Config) -> Config:
     for key in ("batch_size", "eval_batch_size"):
         _check(getattr(data, key) >= 1, f"data.{key}", getattr(data, key), "must be at least 1")
     _check(data.num_workers >= 0, "data.num_workers", data.num_workers, "must not be negative")
-    for key in ("train_limit", "val_limit"):
-        value = getattr(data, key)
+    for key, value in (("train_limit", data.train_limit), ("val_limit", data.val_limit)):
         _check(value is None or value >= 1, f"data.{key}", value, "must be at least 1, or null for all samples")
     for key in ("crop_size", "eval_size", "canvas", "synth_size"):
         _check_pair(f"data.{key}", getattr(data, key), integer=True)
     for key in ("crop_area", "crop_aspect", "scale"):
         _check_pair(f"data.{key}", getattr(data, key), ordered=True)
     if data.crop_area is not None:  # above 1 only as the upper bound (thesis §3.5.1: 0.5 to 2.0, zooming out)
-        _check(data.crop_area[0] <= 1, "data.crop_area", data.crop_area,
-               "area fractions of the image: the low bound must lie in (0, 1]")
+        _check(data.crop_area[0] <= 1, "data.crop_area", data.crop_area, "area fractions: low bound must lie in (0, 1]")
     _check(0 < optim.lr <= 10, "optim.lr", optim.lr, "must be a learning rate in (0, 10]")  # NaN fails too
     _check(all(0 <= v <= 10 for v in optim.group_lr.values()), "optim.group_lr", optim.group_lr, "must be in [0, 10]")
     _check(optim.weight_decay >= 0, "optim.weight_decay", optim.weight_decay, "must not be negative")
