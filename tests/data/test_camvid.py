@@ -12,12 +12,10 @@ import torch
 from PIL import Image
 
 from labelreg.cli import main
-from labelreg.config import Config, ConfigError, DataConfig, load_config, to_dict
+from labelreg.config import Config, ConfigError, DataConfig
 from labelreg.data import CAMVID_CLASSES, CamVid
 from labelreg.data.build import build_augmentations, build_dataset, evaluation_subsets
-from labelreg.models import LabelAutoencoder
 from labelreg.palette import CAMVID_COLOURS, IGNORE_INDEX
-from labelreg.storage import save_checkpoint
 from labelreg.tasks.class_weights import loss_class_weights
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -90,14 +88,17 @@ def real_camvid_layout(root: Path, splits: dict[str, list[str]]) -> Path:
 
 @needs_camvid
 def test_label_space_queries_on_camvid_car_and_pedestrian(tmp_path, capsys, one_thread):
-    """``labelreg query`` from a CamVid phase-one checkpoint (as train-ae saves it; untrained weights suffice to
-    exercise the path): the box of the query class' largest region, searched in the val label maps."""
+    """Phase one on CamVid through the CLI (train-ae one epoch, eval with the per-class table), then ``labelreg
+    query`` from its checkpoint: the box of the query class' largest region, searched in the val label maps."""
     folder = real_camvid_layout(tmp_path / "data", {"train": ["0001TP_006690"], "val": ["0016E5_07959", "0016E5_07961"]})
-    cfg = load_config(CONFIGS / "camvid" / "ae-32_camvid.yaml", [f"data.root={folder}", f"output_dir={tmp_path}",
-                                                                 "name=ae", "data.num_workers=0"])
-    torch.manual_seed(0)
-    checkpoint = cfg.run_dir / "checkpoints" / "best.pt"
-    save_checkpoint(checkpoint, {"model": LabelAutoencoder(11, "32").state_dict(), "config": to_dict(cfg)})
+    overrides = [f"data.root={folder}", f"output_dir={tmp_path}", "name=ae", "data.num_workers=0", "data.batch_size=1",
+                 "data.crop_size=[48,64]", "train.epochs=1", "train.eval_every=1"]
+    assert main(["train-ae", "--config", str(CONFIGS / "camvid" / "ae-32_camvid.yaml"), *overrides]) == 0
+    checkpoint = tmp_path / "ae" / "checkpoints" / "best.pt"
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(checkpoint)]) == 0
+    assert "autoencoder on camvid val" in capsys.readouterr().out
+    assert set(json.loads((tmp_path / "ae" / "eval_val.json").read_text())["metrics"]) >= {"miou", "iou/Pedestrian"}
     label = CamVid(folder, "train")[0]["label"]
     for name, class_id in (("Car", 8), ("Pedestrian", 9)):
         out = tmp_path / name

@@ -266,6 +266,10 @@ def test_train_seg_and_eval_on_real_camvid_frames(tmp_path, capsys, one_thread):
     metrics = json.loads((run / "eval_test.json").read_text())["metrics"]
     assert {"miou", "Seq05VD_miou", "iou/Bicyclist"} <= set(metrics) and "Seq05VD_miou" in printed
     assert "on camvid test" in printed and all(0 <= metrics[key] <= 1 for key in ("miou", "Seq05VD_miou"))
+    exported = tmp_path / "exported.pt"
+    assert main(["export", "--checkpoint", str(run / "checkpoints" / "best.pt"), "--out", str(exported)]) == 0
+    assert main(["eval", "--checkpoint", str(exported), "--split", "test", "--out", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["metrics"]["Seq05VD_miou"] == metrics["Seq05VD_miou"]
 
 
 def test_the_evaluation_figure_shows_what_was_scored(tmp_path, monkeypatch):
