@@ -140,10 +140,13 @@ def add_query_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
                         help="train-ae checkpoint: query from ground-truth label maps through its encoder")
     source.add_argument("--segmenter", default=None, metavar="CKPT",
                         help="train-seg checkpoint with the decoder regularizer: query from images (aux_code)")
-    query.add_argument("--dataset", default=None, choices=["voc", "nyu"], help="default: the checkpoint's data set")
-    query.add_argument("--root", default=None, help="data folder (a VOC-layout directory or the NYU .mat folder)")
+    query.add_argument("--dataset", default=None, choices=["voc", "nyu", "camvid"],
+                       help="default: the checkpoint's data set")
+    query.add_argument("--root", default=None,
+                       help="data folder (a VOC-layout directory, the NYU .mat folder or the CamVid folder)")
     query.add_argument("--image", action="append", required=True, metavar="ID",
-                       help="query image id (e.g. 2007_000033, nyu_0003) or position in --split; repeatable")
+                       help="query image id (e.g. 2007_000033, nyu_0003, 0001TP_006690) or position in --split; "
+                            "repeatable")
     query.add_argument("--box", action="append", metavar="Y0,X0,Y1,X1",
                        help="query region in pixels, half-open, snapped to 16-pixel cells (default: whole image)")
     query.add_argument("--class", dest="class_name", action="append", metavar="NAME",

@@ -102,7 +102,8 @@ def test_label_space_queries_on_camvid_car_and_pedestrian(tmp_path, capsys, one_
     label = CamVid(folder, "train")[0]["label"]
     for name, class_id in (("Car", 8), ("Pedestrian", 9)):
         out = tmp_path / name
-        assert main(["query", "--autoencoder", str(checkpoint), "--image", "0001TP_006690", "--class", name,
+        same_data = ["--dataset", "camvid", "--root", str(folder.parent)] if name == "Pedestrian" else []
+        assert main(["query", "--autoencoder", str(checkpoint), "--image", "0001TP_006690", "--class", name, *same_data,
                      "--k", "2", "--json", str(out / "q.json"), "--figure", str(out / "q.png"), "--no-progress"]) == 0
         record = json.loads((out / "q.json").read_text())
         assert record["reference_split"] == "val" and (out / "q.png").is_file()
