@@ -65,12 +65,15 @@ def arm_configs(tiny_synthetic, tmp_path, one_thread):
     protocol = load_protocol(PROTOCOL)
     protocol.data["root"] = str(Path(tiny_synthetic.nyu_mat).parents[1])
     protocol.arms = ARMS
+    protocol.autoencoders = {"ae128": protocol.autoencoders["ae128"]}  # the one every phase-one arm here reads
+    protocol.arm_autoencoders = {}
     # augmentation on, so the pairing of the augmentation stream is checked too
     protocol.budget.update({"data.hflip": True, "data.crop_area": [0.3, 1.0], "data.crop_size": [48, 64],
                             "data.train_limit": 6, "data.batch_size": 3})
-    checkpoint = tmp_path / "runs" / "autoencoder" / "checkpoints" / "last.pt"
+    checkpoint = tmp_path / "runs" / "autoencoders" / "ae128" / "checkpoints" / "last.pt"
     checkpoint.parent.mkdir(parents=True)
-    torch.save({"model": LabelAutoencoder(40, "128").state_dict(), "config": {"model": {"variant": "128"}}}, checkpoint)
+    torch.save({"model": LabelAutoencoder(40, "128").state_dict(),
+                "config": {"task": "autoencoder", "model": {"variant": "128"}}}, checkpoint)
 
     def configs(seed):
         result = {}
