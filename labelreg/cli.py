@@ -176,8 +176,9 @@ def cmd_study(args: argparse.Namespace) -> None:
 
     summary = run_study(args.protocol, out=args.out, jobs=args.jobs, launcher=args.launcher)
     failed = [run["name"] for run in summary["runs"] if run["status"] != "ok"]
-    if failed:
-        print(f"{len(failed)} run(s) failed: {', '.join(failed)} (logs in the report)")
+    failed += [f"phase one {name}" for name, run in summary["autoencoders"].items() if run["status"] != "ok"]
+    if failed:  # the report is written; the exit status says it is incomplete
+        raise RuntimeError(f"{len(failed)} run(s) failed: {', '.join(failed)} (their logs are listed in report.md)")
 
 
 # every subcommand → the function that runs it; their imports are the only ones inside functions here
