@@ -30,8 +30,9 @@ def _per_seed(results: list[dict], arm: str, key: str) -> dict[int, float]:
 
 
 # (section, entry) of diagnostics.json → the report's column; measured, never used for a choice
-DIAGNOSTICS = [("grad_ratio", "step0"), ("grad_ratio", "frac10"), ("grad_ratio", "end"), ("grad_cosine", "step0"),
-               ("grad_cosine", "frac10"), ("grad_cosine", "end"), ("code_cosine", None), ("code_negative_fraction", None)]
+DIAGNOSTICS = [("grad_ratio", "step0"), ("grad_ratio", "frac10"), ("grad_ratio", "end"),
+               ("grad_cosine", "step0"), ("grad_cosine", "frac10"), ("grad_cosine", "end"),
+               ("code_cosine", None), ("code_negative_fraction", None)]
 DIAGNOSTIC_KEYS = [section if entry is None else f"{section}/{entry}" for section, entry in DIAGNOSTICS]
 DIAGNOSTIC_TITLES = {"grad_ratio": "aux/main grad norm", "grad_cosine": "grad cosine", "step0": "step 0",
                      "frac10": "10%", "end": "end", "code_cosine": "code cosine",
@@ -39,7 +40,7 @@ DIAGNOSTIC_TITLES = {"grad_ratio": "aux/main grad norm", "grad_cosine": "grad co
 
 
 def diagnostic_values(record: dict | None) -> dict[str, float]:
-    """``diagnostics.json`` → {"grad_ratio/step0": x, …, "code_cosine": x, …}: the numbers it holds of ``DIAGNOSTICS``."""
+    """``diagnostics.json`` → {"grad_ratio/step0": x, …, "code_cosine": x, …}: what it holds of ``DIAGNOSTICS``."""
     values = {}
     for section, entry in DIAGNOSTICS:
         value = (record or {}).get(section)
@@ -116,7 +117,8 @@ def _autoencoder_lines(protocol: Protocol, autoencoders: dict[str, dict]) -> lis
         return []
     lines = [f"Phase one (each autoencoder trained once, shared by the arms that read it; reconstruction mIoU on "
              f"'{protocol.score_split}', final epoch):", "",
-             "| autoencoder | config | variant / overrides | arms | reconstruction mIoU | s |", "|---|---|---|---|---|---|"]
+             "| autoencoder | config | variant / overrides | arms | reconstruction mIoU | s |",
+             "|---|---|---|---|---|---|"]
     for name, record in autoencoders.items():
         phase_one = protocol.autoencoders[name]
         readers = [arm for arm in protocol.arms if (p := protocol.autoencoder_for(arm)) and p.name == name]
@@ -155,7 +157,8 @@ def _diagnostic_lines(arms: dict) -> list[str]:
              "first step, 10% of training and the end; predicted code vs the phase-one encoder's code of the "
              "ground truth.", "", f"| arm | {' | '.join(titles)} |", "|---|" + "---|" * len(keys)]
     for arm, values in measured.items():
-        lines.append(f"| {arm} | " + " | ".join(_fmt(values[key], 2) if key in values else "–" for key in keys) + " |")
+        cells = [_fmt(values[key], 2) if key in values else "–" for key in keys]
+        lines.append(f"| {arm} | {' | '.join(cells)} |")
     return [*lines, ""]
 
 
@@ -176,7 +179,8 @@ def markdown(protocol: Protocol, arms: dict, autoencoders: dict[str, dict], wall
     for arm, entry in arms.items():
         comparison = entry.get("vs_baseline")
         delta = _fmt(comparison["difference"], 2) if comparison else "(baseline)"
-        reads = f" (phase one: {entry['autoencoder']})" if entry["autoencoder"] and len(protocol.autoencoders) > 1 else ""
+        several = len(protocol.autoencoders) > 1
+        reads = f" (phase one: {entry['autoencoder']})" if entry["autoencoder"] and several else ""
         lines.append(f"| {arm} | {' '.join(entry['overrides']) or '–'}{reads} | {entry['miou']['n']}/{entry['runs']} | "
                      f"{_fmt(entry['miou'])} | {_fmt(entry['aux_miou']) if 'aux_miou' in entry else '–'} | {delta} | "
                      f"{_p(comparison['p_value']) if comparison else '–'} | {_fmt(entry['seconds_per_run'], 0)} |")

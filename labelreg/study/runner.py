@@ -173,7 +173,7 @@ def prepare_data(protocol: Protocol) -> None:
                                 size=tuple(data["size"]), seed=int(data.get("seed", 0)), progress=False)
 
 
-def _train(protocol: Protocol, launcher: Launcher, phase_ones: dict[str, dict], specs: list[dict],
+def launch_runs(protocol: Protocol, launcher: Launcher, phase_ones: dict[str, dict], specs: list[dict],
            todo: list[dict]) -> tuple[dict[str, dict], list[dict], list[str]]:
     """Phase one first, the arms without it beside it, each other arm once its autoencoder is done.
     Returns the autoencoders' records, the arms' records and the names of the runs started."""
@@ -224,7 +224,7 @@ def run_study(protocol: Protocol | str | Path, *, out: str | Path | None = None,
         launcher_ = Launcher(jobs=jobs, launcher=launcher, folder=out / "submitit", submitit_cluster=submitit_cluster,
                              submitit_parameters=submitit_parameters)
         try:
-            autoencoders, results, started_runs = _train(protocol, launcher_, phase_ones, specs, todo)
+            autoencoders, results, started_runs = launch_runs(protocol, launcher_, phase_ones, specs, todo)
         except BaseException:  # Ctrl-C reaches only the study (its runs have their own process groups)
             launcher_.stop()
             raise

@@ -8,7 +8,7 @@ import pytest
 from labelreg.config import ConfigError
 from labelreg.study import load_protocol
 from labelreg.study.report import markdown, summarize
-from labelreg.study.runner import autoencoder_spec, prepare_data, read_diagnostics, run_spec
+from labelreg.study.runner import autoencoder_spec, launch_runs, prepare_data, read_diagnostics, run_spec
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo"
 AE = f"{{config: {DEMO}/ae-128_synth-nyu40.yaml}}"
@@ -53,7 +53,8 @@ def test_the_single_autoencoder_form_keeps_its_run_folder():
     (f"autoencoders: {{a: {AE}}}\narms: {{baseline: {{autoencoder: a}}}}",
      r"arms.baseline.autoencoder='a', but the arm reads no phase-one checkpoint"),
     (f"autoencoder: {AE}\nautoencoders: {{a: {AE}}}\narms: {{baseline: []}}", "either autoencoder .* or autoencoders"),
-    (f"autoencoders: {{a: {{config: x.yaml, widht: 32}}}}\narms: {{baseline: []}}", r"autoencoders.a has unknown keys \['widht'\]"),
+    (f"autoencoders: {{a: {{config: x.yaml, widht: 32}}}}\narms: {{baseline: []}}",
+     r"autoencoders.a has unknown keys \['widht'\]"),
     ("arms: {baseline: [], autoencoders: []}", "arm name 'autoencoders'"),
     ("arms: {baseline: {overides: []}}", r"arms.baseline has unknown keys \['overides'\]"),
     ("arms: {baseline: []}\nscore_subsets: Seq05VD", "score_subsets is a list of subset names"),
@@ -75,8 +76,9 @@ def run(arm, seed, miou, subset, diagnostics=None):
 
 
 def test_subsets_and_diagnostics_are_summarized_per_arm(tmp_path):
-    """Seq05VD: baseline 30, 40; decoder 35, 43 → decoder 39.0 ± t(0.975, 1)·√32/√2 = 50.8; paired differences 5, 3:
-    4.00 ± 12.706·√2/√2 = 12.71, t = 4 with one degree of freedom (a Cauchy law): p = 1 − (2/π)·atan 4 = 0.156."""
+    """Seq05VD: baseline 30, 40; decoder 35, 43 → decoder 39.0 ± t(0.975, 1)·√32/√2 = 50.8; paired
+    differences 5, 3: 4.00 ± 12.706·√2/√2 = 12.71, t = 4 with one degree of freedom (a Cauchy law):
+    p = 1 − (2/π)·atan 4 = 0.156."""
     protocol = load_protocol(protocol_file(tmp_path, (
         f"data: {{dataset: camvid, root: x}}\nscore_subsets: [Seq05VD]\nautoencoder: {AE}\n"
         f"arms: {{baseline: [], decoder: {DECODER}}}\n")))
@@ -108,3 +110,35 @@ def test_read_diagnostics_skips_what_is_absent_or_unreadable(tmp_path, capsys):
     assert read_diagnostics(tmp_path) is None and "unreadable" in capsys.readouterr().out
     (tmp_path / "diagnostics.json").write_text(json.dumps({"code_cosine": 0.5}))
     assert read_diagnostics(tmp_path) == {"code_cosine": 0.5}
+
+
+class Finished:
+    """A launcher whose runs end at once with a given status, recording the order they were started in."""
+
+    def __init__(self, failing: set[str]):
+        self.failing, self.started = failing, []
+
+    def start(self, spec):
+        self.started.append(spec["name"])
+        status = "failed" if spec["name"] in self.failing else "ok"
+        record = {**spec, "status": status, "seconds": 1.0, "metrics": {"miou": 0.5}, "error": "exit status 2"}
+        return type("Handle", (), {"result": lambda self: record})()
+
+
+def test_arms_start_after_their_own_autoencoder_and_not_at_all_when_it_failed(tmp_path):
+    protocol = load_protocol(protocol_file(tmp_path, (
+        f"data: {{root: d, labeled: 4, size: [32, 48]}}\nautoencoders: {{a: {AE}, b: {AE}}}\n"
+        f"arms: {{baseline: [], ce: {{autoencoder: a, overrides: {DECODER}}}, "
+        f"mse: {{autoencoder: b, overrides: {DECODER}}}}}\n")))
+    specs = [run_spec(protocol, tmp_path, arm, seed) for seed in protocol.seeds for arm in protocol.arms]
+    phase_ones = {p.name: autoencoder_spec(protocol, tmp_path, p) for p in protocol.autoencoders_needed()}
+    launcher = Finished(failing={"autoencoders/a"})
+    todo = [*phase_ones.values(), *specs]
+    autoencoders, results, started = launch_runs(protocol, launcher, phase_ones, specs, todo)
+    assert launcher.started == started == ["autoencoders/a", "autoencoders/b", "baseline/seed0", "baseline/seed1",
+                                           "mse/seed0", "mse/seed1"]
+    assert [autoencoders[name]["status"] for name in ("a", "b")] == ["failed", "ok"]
+    assert {r["name"]: r["status"] for r in results} == {
+        "baseline/seed0": "ok", "ce/seed0": "failed", "mse/seed0": "ok",
+        "baseline/seed1": "ok", "ce/seed1": "failed", "mse/seed1": "ok"}
+    assert results[1]["error"].startswith("not run: its autoencoder 'a' failed")

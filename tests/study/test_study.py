@@ -88,7 +88,9 @@ def test_rerun_trains_nothing_and_a_failing_arm_fails_the_command(tiny_study, ca
     again = run_study(load_protocol(protocol_path), out=out)
     assert again["trained"] == []
     assert all(run["status"] == "ok" for run in again["runs"])
-    broken = tiny_protocol_file(protocol_path.parent, "broken.yml", **{"  baseline: []": "  baseline: []\n  broken: {autoencoder: ae128, overrides: [regularizer.kind=bogus]}"})
+    broken_arm = "  broken: {autoencoder: ae128, overrides: [regularizer.kind=bogus]}"
+    broken = tiny_protocol_file(protocol_path.parent, "broken.yml",
+                                **{"  baseline: []": f"  baseline: []\n{broken_arm}"})
     capsys.readouterr()
     assert main(["study", str(broken), "--out", str(out)]) == 2  # the report is written, the exit status says so
     assert "1 run(s) failed: broken/seed0" in capsys.readouterr().err
