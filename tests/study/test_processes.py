@@ -14,7 +14,7 @@ import pytest
 
 from labelreg.engine import LOCK_NAME
 from labelreg.study import processes
-from labelreg.study.runner import DONE, execute
+from labelreg.study.runner import DONE, Launcher, execute
 
 PROCESSES = Path(processes.__file__)
 SLEEPER = "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
@@ -50,6 +50,13 @@ except OSError:
     sys.exit(run + " is in use")
 json.dump({"last": {"epoch": 1, "val/miou": 0.25}}, open(os.path.join(run, "metrics.json"), "w"))
 """
+
+
+def fake_spec(folder: Path, name: str, argv: list[str]) -> dict:
+    """A run spec (labelreg.study.runner.run_spec's keys) whose command is ``argv``."""
+    return {"arm": name.split("/")[0], "seed": 0, "name": name, "run_dir": str(folder / "runs" / name),
+            "autoencoder": None, "log": str(folder / "logs" / f"{name.replace('/', '_')}.log"), "overrides": [],
+            "threads": 1, "argv": argv}
 
 
 def alive(pid: int) -> bool:
@@ -102,10 +109,7 @@ def test_a_rerun_waits_for_a_run_an_earlier_study_left_running(tmp_path, capsys)
                               text=True)
     try:
         assert orphan.stdout.readline() == "held\n"
-        spec = {"arm": "baseline", "seed": 0, "name": "baseline/seed0", "run_dir": str(run_dir), "autoencoder": None,
-                "log": str(tmp_path / "logs" / "baseline_seed0.log"), "overrides": [], "threads": 1,
-                "argv": [sys.executable, "-c", FAKE_RUN, str(run_dir)]}
-        record = execute(spec)
+        record = execute(fake_spec(tmp_path, "baseline/seed0", [sys.executable, "-c", FAKE_RUN, str(run_dir)]))
         assert orphan.poll() is not None  # it had ended before the run started
     finally:
         orphan.kill()
@@ -139,3 +143,22 @@ def test_stop_all_interrupts_live_runs_and_starts_no_more(tmp_path):
         processes.allow_runs()
         if pid_file.is_file() and alive(int(pid_file.read_text())):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_stopping_the_launcher_interrupts_its_runs_and_starts_no_queued_one(tmp_path):
+    """What Ctrl-C does to a study (its runs, in their own process groups, do not get the terminal's SIGINT)."""
+    launcher = Launcher(jobs=1, launcher="local", folder=tmp_path)
+    pid_files = [tmp_path / f"{index}.pid" for index in range(2)]
+    handles = [launcher.start(fake_spec(tmp_path, f"arm{index}/seed0", [sys.executable, "-c", SLEEPER, str(path)]))
+               for index, path in enumerate(pid_files)]
+    try:
+        assert wait_for(lambda: pid_files[0].is_file() and pid_files[0].read_text().isdigit(), 20)
+        launcher.stop()
+        launcher.close()
+        assert handles[0].result()["status"] == "failed" and not alive(int(pid_files[0].read_text()))
+        assert handles[1].cancelled() and not pid_files[1].exists()
+    finally:
+        processes.allow_runs()
+        for path in pid_files:
+            if path.is_file() and path.read_text().isdigit() and alive(int(path.read_text())):
+                os.kill(int(path.read_text()), signal.SIGKILL)
