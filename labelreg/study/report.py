@@ -4,9 +4,10 @@ mIoU is shown in percent. Per arm: mean ± 95% t-interval over seeds of the prim
 decoder arms, of the auxiliary output's (the decoder's view, thesis Fig. 5.6); per arm against the
 baseline: the paired mean difference, its 95% interval and the paired t-test p-value, and the
 per-class IoU differences; the wall time per run. Each phase-one autoencoder with its reconstruction
-mIoU and the arms that read it; per scored subset (``score_subsets``: metric ``<subset>_miou``) the same
-mean and paired difference; per regularized arm the mechanism diagnostics its runs measured
-(``<run>/diagnostics.json``, labelreg.tasks.diagnostics), means over seeds, when there are any.
+mIoU and the arms that read it; per scored subset (``score_subsets``: metrics ``<subset>_miou`` and
+``aux_<subset>_miou``, as ``labelreg.tasks.evaluate`` names them) the same means and paired difference;
+per regularized arm the mechanism diagnostics its runs measured (``<run>/diagnostics.json``,
+labelreg.tasks.diagnostics), means over seeds, when there are any.
 """
 from __future__ import annotations
 
@@ -62,6 +63,8 @@ def _subsets(protocol: Protocol, results: list[dict], arm: str) -> dict[str, dic
     for subset in protocol.score_subsets:
         key = f"{subset}_miou"
         entry[subset] = {"miou": mean_interval(_per_seed(results, arm, key).values()).as_dict()}
+        if arm_has_aux_output(protocol, arm):  # the decoder's view of the subset (evaluation: aux_<subset>_miou)
+            entry[subset]["aux_miou"] = mean_interval(_per_seed(results, arm, f"aux_{key}").values()).as_dict()
         if arm != protocol.baseline:
             entry[subset]["vs_baseline"] = paired_comparison(_per_seed(results, arm, key),
                                                              _per_seed(results, protocol.baseline, key)).as_dict()
@@ -134,12 +137,13 @@ def _subset_lines(protocol: Protocol, arms: dict) -> list[str]:
     lines = []
     for subset in protocol.score_subsets:
         lines += [f"Subset `{subset}` of '{protocol.score_split}' (metric `{subset}_miou`, same final-epoch models):",
-                  "", "| arm | mIoU (mean ± 95% CI) | Δ mIoU vs baseline (paired, 95% CI) | p (paired t) |",
-                  "|---|---|---|---|"]
+                  "", "| arm | mIoU (mean ± 95% CI) | aux mIoU | Δ mIoU vs baseline (paired, 95% CI) "
+                  "| p (paired t) |", "|---|---|---|---|---|"]
         for arm, entry in arms.items():
             part = entry["subsets"][subset]
             comparison = part.get("vs_baseline")
-            lines.append(f"| {arm} | {_fmt(part['miou'])} | "
+            aux = _fmt(part["aux_miou"]) if "aux_miou" in part else "–"
+            lines.append(f"| {arm} | {_fmt(part['miou'])} | {aux} | "
                          f"{_fmt(comparison['difference'], 2) if comparison else '(baseline)'} | "
                          f"{_p(comparison['p_value']) if comparison else '–'} |")
         lines.append("")

@@ -72,7 +72,8 @@ def test_real_data_keys_are_checked(tmp_path):
 
 def run(arm, seed, miou, subset, diagnostics=None):
     return {"arm": arm, "seed": seed, "name": f"{arm}/seed{seed}", "status": "ok", "seconds": 1.0, "log": "x.log",
-            "metrics": {"miou": miou, "Seq05VD_miou": subset}, "diagnostics": diagnostics}
+            "metrics": {"miou": miou, "Seq05VD_miou": subset, "aux_Seq05VD_miou": subset / 2},
+            "diagnostics": diagnostics}
 
 
 def test_subsets_and_diagnostics_are_summarized_per_arm(tmp_path):
@@ -100,7 +101,9 @@ def test_subsets_and_diagnostics_are_summarized_per_arm(tmp_path):
                                 "code_cosine", "code_negative_fraction"}
     assert "diagnostics" not in arms["baseline"]  # no diagnostics.json: left out silently
     report = markdown(protocol, arms, {}, 1.0, results)
-    assert "| decoder | 39.0 ± 50.8 | 4.00 ± 12.71 | 0.156 |" in report
+    assert subset["aux_miou"]["mean"] == pytest.approx(19.5)
+    assert "aux_miou" not in arms["baseline"]["subsets"]["Seq05VD"]
+    assert "| decoder | 39.0 ± 50.8 | 19.5 ± 25.4 | 4.00 ± 12.71 | 0.156 |" in report
     assert "| decoder | 15.00 ± 12.71 | 1.50 (n=1) | 1.30 (n=1) | -0.10 (n=1) | 0.18 ± 0.25 | 0.50 (n=1) |" in report
 
 
