@@ -2,8 +2,9 @@
 
 - ``StudyLock``: ``<out>/.study.lock``, an flock held for the study's lifetime (the kernel frees it when
   the study dies, however it dies); a second study on the same folder is refused, naming the holder.
-- ``run_to_end``: a run is a subprocess in its own process group (so the study can stop it and
-  everything it started with one ``killpg``), started through a tiny Python prologue that asks the
+- ``run_to_end``: a run is a subprocess in its own session and process group (so the study can stop it
+  and everything it started with one ``killpg``; ``start_new_session``, as Python 3.10 has no
+  ``process_group``), started through a tiny Python prologue that asks the
   kernel for SIGTERM when its parent dies (Linux ``prctl(PR_SET_PDEATHSIG)`` through ctypes) and then
   ``exec``s the run: a study killed with ``kill -9`` (as the OOM killer does) takes its runs with it.
   The prologue replaces ``preexec_fn``, which is unsafe with the worker threads that start runs. The
@@ -100,7 +101,7 @@ def run_to_end(argv: list[str], *, stdout: IO, env: dict[str, str]) -> int:
         if _stopping:
             return INTERRUPTED
         process = subprocess.Popen([sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *argv], stdout=stdout,
-                                   stderr=subprocess.STDOUT, env=env, process_group=0)
+                                   stderr=subprocess.STDOUT, env=env, start_new_session=True)
         _live.add(process)
     try:
         return process.wait()
