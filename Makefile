@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all clean
+.PHONY: install demo demo-camvid test test-all clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/labelreg demo
+
+# the demo on CamVid's real street scenes (read from ../shared/data/camvid, or CAMVID=<folder>)
+CAMVID ?= ../shared/data/camvid
+demo-camvid: $(STAMP)
+	$(BIN)/labelreg demo --dataset camvid --data $(CAMVID)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from string import Template
 
+from labelreg.config import Config
 from labelreg.demo.provenance import banner, provenance_markdown
 from labelreg.demo.runs import TrainedRun
 from labelreg.demo.stages import FREQUENT_SHARE, AutoencoderStage, DepthStage, SegmenterStage
@@ -69,23 +70,36 @@ def regularizer_gain(seg: SegmenterStage) -> float:
     return 100 * (seg.regularized.best["miou"] - seg.baseline.best["miou"])
 
 
+def unseen(best: dict, prefix: str = "") -> str:
+    """``, Seq05VD 41.2`` for each unseen part of the split scored on its own (CamVid test), else ''."""
+    parts = [key[len(prefix):-len("_miou")] for key in best if key.startswith(prefix) and key.endswith("_miou")]
+    return "".join(f", {part} {100 * best[f'{prefix}{part}_miou']:.1f}" for part in parts
+                   if part and part != "aux" and "_" not in part)
+
+
+def training_images(cfg: Config) -> str:
+    return "all" if cfg.data.train_limit is None else str(cfg.data.train_limit)
+
+
 def results_table(ae: AutoencoderStage | None, seg: SegmenterStage | None, depth: DepthStage | None,
-                  weak: dict | None, seconds: dict[str, float]) -> str:
-    """One row per reported stage: its headline number (also printed at the end of ``labelreg demo``)."""
+                  weak: dict | None, seconds: dict[str, float], split: str = "val") -> str:
+    """One row per reported stage: its headline number on ``split`` (and on its unseen parts), also printed at the
+    end of ``labelreg demo``."""
     rows = ["| stage | metric | value |", "|---|---|---|"]
     if ae is not None:
-        rows.append(f"| phase one: autoencoder-{ae.run.cfg.model.variant} | reconstruction mIoU (val) | "
-                    f"{100 * ae.run.best['miou']:.1f} |")
+        rows.append(f"| phase one: autoencoder-{ae.run.cfg.model.variant} | reconstruction mIoU ({split}) | "
+                    f"{100 * ae.run.best['miou']:.1f}{unseen(ae.run.best)} |")
     if seg is not None and seg.baseline is not None:
         cfg = seg.baseline.cfg
-        rows.append(f"| baseline: {cfg.model.name} (tiny, {cfg.data.train_limit} train images) | mIoU (val) | "
-                    f"{100 * seg.baseline.best['miou']:.1f} |")
+        rows.append(f"| baseline: {cfg.model.name} (tiny, {training_images(cfg)} train images) | mIoU ({split}) | "
+                    f"{100 * seg.baseline.best['miou']:.1f}{unseen(seg.baseline.best)} |")
     if seg is not None and seg.regularized is not None:
         reg = seg.regularized
         gain = f" ({regularizer_gain(seg):+.1f})" if seg.baseline is not None else ""
-        rows += [f"| phase two: same + decoder regularizer (weight {reg.cfg.regularizer.weight}) | mIoU (val), "
-                 f"primary output | {100 * reg.best['miou']:.1f}{gain} |",
-                 f"| | mIoU (val), auxiliary output through the decoder | {100 * reg.best['aux_miou']:.1f} |"]
+        rows += [f"| phase two: same + decoder regularizer (weight {reg.cfg.regularizer.weight}) | mIoU ({split}), "
+                 f"primary output | {100 * reg.best['miou']:.1f}{gain}{unseen(reg.best)} |",
+                 f"| | mIoU ({split}), auxiliary output through the decoder | {100 * reg.best['aux_miou']:.1f}"
+                 f"{unseen(reg.best, 'aux_')} |"]
     for title, run in (("depth: tiny two-part model (labeled + depth-only)", depth and depth.twopart),
                        ("depth: single-part baseline (supervised at the end)", depth and depth.single)):
         if run is not None:
@@ -152,7 +166,8 @@ def _seg_fields(seg: SegmenterStage) -> dict:
     if seg.regularized is not None:
         metrics.append(format_metrics({k: v for k, v in seg.regularized.best.items() if not k.startswith("aux_")},
                                       title="regularized (primary output), validation split"))
-    return {"seg_model": run.cfg.model.name, "train_images": run.cfg.data.train_limit, "seg_trained": trained,
+    images = "all" if run.cfg.data.train_limit is None else f"the first {run.cfg.data.train_limit}"
+    return {"seg_model": run.cfg.model.name, "train_images": images, "seg_trained": trained,
             "seg_figure": seg.figure.name, "seg_curves": seg.curves.name,
             "seg_metrics": "\n\n".join(f"```\n{block}\n```" for block in metrics)}
 
@@ -186,12 +201,12 @@ def _weak_fields(weak: dict) -> dict:
             "weak_figure": weak["figure"].name, "weak_prediction_figure": weak["prediction_figure"].name}
 
 
-def render_report(*, data_root: Path, device: str, table: str, ae: AutoencoderStage | None,
+def render_report(*, intro: str, device: str, table: str, ae: AutoencoderStage | None,
                   seg: SegmenterStage | None, depth: DepthStage | None, query_figure: Path | None,
                   query_records: list[dict] | None, weak: dict | None, provenance: dict,
                   template: Path = TEMPLATE) -> str:
     """``report.md``: the template's parts for the stages in this report, filled with their numbers."""
-    fields = {"head": {"banner": banner(provenance["reduced"]), "data_root": data_root, "device": device,
+    fields = {"head": {"banner": banner(provenance["reduced"]), "intro": intro, "device": device,
                        "table": table},
               "ae": ae and _ae_fields(ae, seg), "seg": seg and _seg_fields(seg),
               "depth": depth and _depth_fields(depth),

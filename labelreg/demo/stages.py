@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 
@@ -72,6 +72,32 @@ RECIPES = {
     "twopart": Recipe(DEMO_TWOPART_CONFIG, train_depth, _depth_only),
     "single": Recipe(DEMO_SINGLE_CONFIG, train_depth, _depth_only),
 }
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    """One kind of demo: its stages (name → what it does, in order), the training stages' recipes, how its data
+    is made ready (``prepare(data_root, overrides)``, the ``data`` stage) or checked (``check(data_root)``, before
+    anything is written), the report's opening sentence (``intro``, with ``{data_root}``), the split its numbers
+    are labelled with, the classes its query prefers and the split it searches, and how its segmenter figure is
+    drawn."""
+    name: str
+    stages: dict[str, str]
+    recipes: dict[str, Recipe]
+    data_root: Path
+    out: Path
+    intro: str
+    split_label: str = "val"
+    prefer: tuple[str, ...] = ()
+    query_split: str | None = None  # the split the queries search (None: the autoencoder's data.val_split)
+    prepare: Callable[[Path, list[str]], None] | None = None
+    check: Callable[[Path], object] | None = None
+    segmenter_figure: Callable[[list, Path], Path] = segmenter_figure
+
+
+SYNTHETIC = DemoSpec(
+    name="synthetic", stages=STAGES, recipes=RECIPES, data_root=Path("data/synthetic"), out=Path("runs/demo"),
+    intro="Synthetic scenes in `{data_root}` (real NYUv2 / VOC formats)", prepare=data_stage)
 
 
 @dataclass
@@ -137,14 +163,14 @@ SEGMENTER_CURVES = ["train/ce", "val/miou", "train/aux", "val/aux_miou"]  # the 
 
 
 def segmenter_results(baseline: TrainedRun | None, regularized: TrainedRun | None, out: Path, *,
-                      redraw: bool = True) -> SegmenterStage | None:
+                      redraw: bool = True, figure_of=segmenter_figure) -> SegmenterStage | None:
     """Phase two (thesis §5.3.3): a tiny zoom-out segmenter on a small labeled subset, without (baseline) and
     with the frozen phase-one decoder as a regularizer; figures of the runs there are (None: neither), their
-    curves on shared axes. ``redraw=False`` keeps figures already in ``out``."""
+    curves on shared axes (``figure_of``: draws the predictions). ``redraw=False`` keeps figures already in ``out``."""
     runs = [(title, run) for title, run in (("baseline", baseline), ("regularized", regularized)) if run is not None]
     if not runs:
         return None
-    figure = drawn(out / "seg_predictions.png", redraw, lambda: segmenter_figure(
+    figure = drawn(out / "seg_predictions.png", redraw, lambda: figure_of(
         [(title, run.cfg, run.checkpoint) for title, run in runs], out / "seg_predictions.png"))
     keys = [key for key in SEGMENTER_CURVES
             if any(key in entry for _, run in runs for entry in run.checkpoint["history"])]
@@ -176,20 +202,25 @@ def depth_results(twopart: TrainedRun | None, single: TrainedRun | None, out: Pa
     return DepthStage(twopart, single, {"path": path})
 
 
-def query_stage(ae_cfg: Config, reg_cfg: Config, out: Path) -> tuple[Path, list[dict]]:
+def query_stage(ae_cfg: Config, reg_cfg: Config, out: Path, prefer: Sequence[str] = (),
+                split: str | None = None) -> tuple[Path, list[dict]]:
     """Label-space introspection (thesis §5.4.3): the same region of the first training image searched in the
     held-out split, once from its label map (phase-one encoder) and once from the image (the regularized
-    segmenter's predicted decoder input). Writes ``queries.png`` and ``queries.json``."""
+    segmenter's predicted decoder input). The region: the largest one of the first class in ``prefer`` present
+    in the image, else of its largest class that is not a surface or catch-all. ``split``: the split searched
+    (default the autoencoder's held-out ``data.val_split``). Writes ``queries.png`` and ``queries.json``."""
     device = resolve_device(ae_cfg.train.device)
     queries = build_dataset(ae_cfg.data, ae_cfg.data.train_split)
-    reference = build_dataset(ae_cfg.data, ae_cfg.data.val_split)
+    split = split or ae_cfg.data.val_split
+    reference = build_dataset(ae_cfg.data, split)
     names, num_classes = dataset_class_names(reference), dataset_num_classes(reference)
     sample = queries[0]
     counts = torch.bincount(sample["label"][sample["label"] < num_classes].flatten(), minlength=num_classes)
     ranked = [c for c in counts.argsort(descending=True).tolist() if counts[c] > 0]
-    chosen = next((c for c in ranked if names[c] not in BORING_CLASSES), ranked[0])
+    chosen = next((names.index(name) for name in prefer if name in names and names.index(name) in ranked),
+                  next((c for c in ranked if names[c] not in BORING_CLASSES), ranked[0]))
     box = class_box(sample["label"], chosen)
-    description = index_description(ae_cfg.data, ae_cfg.data.val_split)
+    description = index_description(ae_cfg.data, split)
     results = []
     for checkpoint, source in ((ae_cfg.run_dir / "checkpoints" / "best.pt", label_source),
                                (reg_cfg.run_dir / "checkpoints" / "best.pt", image_source)):

@@ -67,5 +67,5 @@ def test_the_engine_autocasts_as_auto_resolves(monkeypatch, flags, dtype):
 
 def test_config_accepts_auto_and_names_the_key_otherwise():
     assert config_from_dict({"train": {"amp": "auto"}}).train.amp == "auto"
-    with pytest.raises(ConfigError, match=r"train\.amp='fast'.*'auto'"):
+    with pytest.raises(ConfigError, match=r"train\.amp='fast'.*auto"):
         config_from_dict({"train": {"amp": "fast"}})
