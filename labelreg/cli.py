@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         + "\n\nA re-run reads back the stages that finished with the same config (--fresh trains them\n"
           "again). The demo writes only into stage folders it made; anything else is refused.\n"
           "--dataset camvid: phase one, both segmenters and the queries on CamVid's real street scenes\n"
-          "(stages ae, seg, seg_reg, queries; about 10 minutes on a 2-core CPU), into runs/demo-camvid.",
+          "(stages ae, seg, seg_reg, queries; about 7 minutes on a 2-core CPU), into runs/demo-camvid.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("--dataset", choices=("synthetic", "camvid"), default="synthetic",
                       help="synthetic scenes (default) or CamVid's real street scenes")
