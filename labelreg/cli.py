@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "parent (default ../shared/data/camvid)")
     demo.add_argument("--stages", action="append", metavar="A,B", help="run only these stages (default: all)")
     demo.add_argument("--skip", action="append", metavar="A,B", help="run every stage but these")
-    demo.add_argument("--fresh", action="store_true",
+    demo.add_argument("--fresh", "--overwrite", dest="fresh", action="store_true",
                       help="train every selected stage again, even one that finished earlier with the same config")
     add_no_progress(demo)
     demo.add_argument("overrides", nargs="*",

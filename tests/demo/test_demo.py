@@ -110,7 +110,7 @@ def test_help_says_what_the_demo_does(capsys):
     listed = demo[demo.index("metrics.json to --out:"):demo.index("positional arguments")].split()
     for stage in ("data", "ae", "seg", "seg_reg", "twopart", "single", "queries", "weak"):
         assert stage in listed, stage
-    for option in ("--stages A,B", "--skip A,B", "--fresh", "--no-progress", "every stage's config that reads the "
+    for option in ("--stages A,B", "--skip A,B", "--fresh, --overwrite", "--no-progress", "every stage's config that reads the "
                    "section", "STAGE:section.key=value", "reads back the stages that finished with the same config"):
         assert option in demo, option
 
