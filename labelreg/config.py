@@ -110,9 +110,6 @@ class RegularizerConfig:
     # write <run>/diagnostics.json: gradient agreement at the backbone and code agreement (tasks/diagnostics.py);
     # measured on copies with the random generators restored, so the run's steps are unchanged
     diagnostics: bool = False
-    # write <run>/diagnostics.json: gradient agreement at the backbone and code agreement (tasks/diagnostics.py);
-    # measured on copies with the random generators restored, so the run's steps are unchanged
-    diagnostics: bool = False
 
 
 @dataclass

@@ -256,7 +256,7 @@ def check_training_settings(cfg: Config) -> None:
 def train(cfg: Config, resume: str | Path | None = None) -> dict:
     check_training_settings(cfg)
     # claimed before resolved.json / class_frequencies.json are written: a refused run leaves a finished one as it was
-    with claim_for_training(cfg.run_dir, resume):
+    with claim_for_training(cfg.run_dir, resume, cfg=cfg):
         return _train(cfg, resume)
 
 
