@@ -26,10 +26,10 @@ demo-camvid: $(STAMP)
 	$(BIN)/labelreg demo --dataset camvid --data $(CAMVID)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile  # one worker per core; a test file stays on one worker
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "slow or not slow"
 
 clean:
 	rm -rf $(VENV) runs/demo data/synthetic

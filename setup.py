@@ -28,7 +28,7 @@ setup(
         "tensorboard",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-timeout", "submitit"],  # submitit: `labelreg study` tests
+    extras_require={"test": ["pytest>=7", "pytest-timeout", "pytest-xdist", "submitit"],  # submitit: `labelreg study` tests
                     "cluster": ["submitit"]},  # `labelreg study --launcher submitit`
     entry_points={"console_scripts": ["labelreg=labelreg.cli:main"]},
 )
