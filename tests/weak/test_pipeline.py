@@ -116,6 +116,8 @@ def test_demo_hook(tiny_synthetic, tmp_path):
     assert metrics["samplers"]["dense"]["points_per_image"] == 80  # every location of the 8×10 grid
     stored = json.loads((tmp_path / "demo" / "weak" / "demo.json").read_text())
     assert stored["point_miou"] == metrics["point_miou"] and np.isfinite(stored["seconds"])
+    # the compared samplers do not leave their setting in the run's record (the demo report reads it back)
+    assert load_config(tmp_path / "demo" / "weak" / "config.yaml").weak.sampler == metrics["sampler"] == "diverse"
 
 
 def test_thesis_config_is_the_chapter_4_setup():
