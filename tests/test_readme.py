@@ -105,3 +105,13 @@ def test_the_readme_export_example_loads_an_exported_segmenter_in_plain_pytorch(
     loaded = namespace["model"].state_dict()
     assert loaded.keys() == model.state_dict().keys()
     assert all(torch.equal(loaded[key], value) for key, value in model.state_dict().items())
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_every_relative_link_of_a_document_resolves_from_its_folder(document):
+    # a page under docs/ links "images/x.png", not "docs/images/x.png" (which a reader's browser resolves to docs/docs/)
+    text = (ROOT / document).read_text()
+    targets = {target.split("#", 1)[0] for target in re.findall(r"\]\(([^)\s]+)\)", text)
+               if not target.startswith(("http://", "https://", "#", "mailto:"))}
+    missing = sorted(target for target in targets if target and not (ROOT / document).parent.joinpath(target).exists())
+    assert missing == []
