@@ -12,8 +12,9 @@ With ``regularizer.diagnostics: true`` a regularized ``train-seg`` run writes ``
   training: the cosine over channels between the predicted decoder input (``aux_code``) and the phase-one
   encoder's code of the ground truth, averaged over code cells (``code_cosine``), and the fraction of
   negative entries in the predicted code (``code_negative_fraction``; the encoder's code ends in a ReLU, so
-  it has none — ``encoder_code_negative_fraction`` says so). Not for a random-init decoder, which has no
-  phase-one encoder.
+  it has none — ``encoder_code_negative_fraction`` says so). Only for the decoder branch with a phase-one
+  decoder: a random-init decoder has no phase-one encoder, and the encoder regularizer (Fig. 5.4) predicts
+  encoder activations, not a code. Under torchrun rank 0 measures, on its own share of the batch and split.
 
 Measuring changes nothing in training: it runs on a copy of the model (so BatchNorm statistics stay) and
 puts every random generator back as it found it (dropout and the loader's seed draw from them), so a run

@@ -282,7 +282,10 @@ def _train(cfg: Config, resume: str | Path | None) -> dict:
     record = DiagnosticsRecord(cfg.run_dir, cfg.train.epochs, resume=resume is not None)
     spec = with_diagnostics(spec, record, batch, loss_weights)
     state = fit(cfg, spec, run.train_loader, run.val_loader, device=run.device, resume=resume)
-    encoder = None if cfg.regularizer.random_init else load_autoencoder(cfg, run.num_classes).encoder.to(run.device)
+    # code agreement compares the decoder branch's predicted code with phase one's encoder: none for a random
+    # decoder (no phase one) or the encoder regularizer (it predicts encoder activations, not a code)
+    has_code = cfg.regularizer.kind == "decoder" and not cfg.regularizer.random_init
+    encoder = load_autoencoder(cfg, run.num_classes).encoder.to(run.device) if has_code else None
     finish_diagnostics(spec, record, batch, loss_weights, state.epoch, encoder, run.val_loader, run.device,
                        run.num_classes)
     return state.as_dict()

@@ -116,3 +116,19 @@ def test_a_run_with_diagnostics_takes_the_same_steps_and_records_them(tiny_synth
     assert record["grad_ratio"]["step0"] != record["grad_ratio"]["end"]
     assert -1 <= record["code_cosine"] <= 1 and 0 <= record["code_negative_fraction"] <= 1
     assert record["encoder_code_negative_fraction"] == 0
+
+
+def test_the_encoder_regularizer_records_gradients_without_code_agreement(tiny_synthetic, tmp_path, one_thread):
+    # Fig. 5.4's branch predicts encoder activations, not a decoder code: no aux_code to compare (it crashed)
+    phase_one = tmp_path / "ae.pt"
+    save_checkpoint(phase_one, {"model": LabelAutoencoder(40, "32").state_dict(),
+                                "config": {"task": "autoencoder", "model": {"variant": "32"}}})
+    cfg = load_config(SEG_CONFIG, [f"data.root={tiny_synthetic.root}", f"output_dir={tmp_path}", "name=encoder",
+                                   "data.crop_size=[32,48]", "data.batch_size=4", "data.eval_batch_size=4",
+                                   "train.epochs=1", "data.num_workers=0", TINY_SEG, "data.train_limit=4",
+                                   "data.val_limit=4", "regularizer.kind=encoder", f"regularizer.autoencoder={phase_one}",
+                                   "regularizer.diagnostics=true"])
+    TASKS["segmentation"].train(cfg)
+    record = json.loads((tmp_path / "encoder" / DIAGNOSTICS_FILE).read_text())
+    assert set(record["grad_ratio"]) == {"step0", "frac10", "end"} and record["grad_ratio"]["end"] > 0
+    assert "code_cosine" not in record
