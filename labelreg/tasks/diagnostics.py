@@ -184,7 +184,7 @@ def finish_diagnostics(spec, record: DiagnosticsRecord, batch: Batch, weights: d
     """After training: the gradients still due (``end``, and ``frac10`` of a one-epoch run), then the code
     agreement on ``loader`` (skipped without a phase-one ``encoder``)."""
     for name, at in record.epochs.items():
-        if at <= max(epochs_done, 0) and name not in record.record["grad_ratio"] or name == "end":
+        if name == "end" or (at <= epochs_done and name not in record.record["grad_ratio"]):
             record.add_gradients(name, gradient_agreement(spec.model, batch, spec.losses, weights))
     if encoder is not None:
         with preserved_rng():
