@@ -7,8 +7,10 @@ the phase-one decoder's input (the label code, 1/16 of the image) from it, and t
 decoder turns that prediction into an auxiliary segmentation (thesis Fig. 5.1). As in
 ``DecoderRegularized``: the decoder gets no parameter updates and its BatchNorm keeps phase one's
 running statistics (eval mode, also while the wrapper trains), yet gradients flow through it
-into the tapped module and everything below it; a tap not at 1/16 is resized bilinearly to the
-code's grid, and the decoded map is resized to the input's size.
+into the tapped module and everything below it. At any H×W a code cell covers the 16×16 pixels it
+covers in phase one: the tap is put on the code grid by ``align_to_code_grid`` (cell for cell at 1/16,
+edge-padded where the backbone rounded down; resampled with cell centres matched at another stride)
+and the decoded map is cropped to the input's size, not resized.
 
 The hook is registered for the duration of each forward only, so the user's model is never
 changed: same class, same state-dict keys, same outputs, no hooks left behind. ``export()``
@@ -19,7 +21,8 @@ its spatial resolution matches that of the expected decoder input" (§5.3.3) —
 probing forward; "deepest" is the last to finish in execution order. Dilated networks (output
 stride 8, e.g. torchvision's DeepLabV3 and FCN) have nothing at 1/16; the error then lists the
 candidates per stride, and a tap given explicitly (for DeepLabV3 its ASPP output
-``classifier.0``, the counterpart of PSPNet's pyramid pooling that §5.4.2 reads) is resized.
+``classifier.0``, the counterpart of PSPNet's pyramid pooling that §5.4.2 reads) is resampled
+onto the code grid.
 """
 from __future__ import annotations
 
@@ -30,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from labelreg.losses import masked_cross_entropy, masked_one_hot_mse
 from labelreg.models.autoencoder import DOWNSAMPLING, LabelAutoencoder, autoencoder_from_checkpoint
+from labelreg.models.regularizer import align_to_code_grid
 from labelreg.storage import load_checkpoint
 
 PROBE_SIZE = (64, 96)  # small (one cheap forward) and H ≠ W, so a transposed map cannot pass for the code's grid
@@ -89,6 +92,16 @@ def _stride(size: tuple[int, int], shape: torch.Size) -> str:
     return f"~1/{ratio:.3g}"
 
 
+def tap_stride(size: tuple[int, int], shape: torch.Size) -> tuple[float, float]:
+    """Pixels per cell of a feature map of ``shape`` for an H×W ``size`` input, per axis: the power of two
+    whose rounded-up or rounded-down grid the map has (16 for a 1/16 map at any size), else the plain ratio."""
+    strides = []
+    for pixels, cells in zip(size, shape[-2:]):
+        nearest = 2 ** round(math.log2(pixels / cells))
+        strides.append(float(nearest) if cells in (pixels // nearest, -(-pixels // nearest)) else pixels / cells)
+    return strides[0], strides[1]
+
+
 def candidate_summary(finished: list[tuple[str, Any]], size: tuple[int, int], per_stride: int = 10) -> str:
     """A few modules with a B×C×h×w output per stride, deepest stride first; per stride the outermost
     names (fewest dots) first, deepest first among equals. Global (1×1) outputs are left out."""
@@ -131,7 +144,7 @@ def choose_tap(model: nn.Module, finished: list[tuple[str, Any]], size: tuple[in
     if not at_code:
         raise ValueError(f"no module of this {type(model).__name__} returns a feature map at 1/16 of the input "
                          f"({grid[0]}×{grid[1]} for a {size[0]}×{size[1]} probe), the decoder input's resolution; "
-                         f"pass tap=NAME (a map at another stride is resized bilinearly to 1/16). Candidates "
+                         f"pass tap=NAME (a map at another stride is resampled onto the 1/16 code grid). Candidates "
                          f"(deepest first, by stride):\n{candidate_summary(finished, size)}")
     return at_code[-1]
 
@@ -169,7 +182,9 @@ class RegularizedSegmenter(nn.Module):
         if classes is not None and classes != autoencoder.num_classes:
             raise ValueError(f"the segmenter predicts {classes} classes, the autoencoder's decoder "
                              f"{autoencoder.num_classes}")
-        channels = [o for name, o in finished if name == self.tap][-1].shape[1]
+        tap_output = [o for name, o in finished if name == self.tap][-1]
+        channels = tap_output.shape[1]
+        self.tap_stride = tap_stride(size, tap_output.shape)
         self.segmenter = segmenter
         self.num_classes = autoencoder.num_classes
         self.weight = float(weight)
@@ -196,10 +211,11 @@ class RegularizedSegmenter(nn.Module):
         def read_tap(_module: nn.Module, _inputs: Any, feature: Any) -> None:
             if not (torch.is_tensor(feature) and feature.dim() == 4):
                 raise RuntimeError(f"tap {self.tap!r} returned {_describe(feature)}, not a B×C×h×w feature map")
-            # computed now, before any later in-place op on the feature (e.g. a ReLU(inplace=True)) can change it
-            feature = (F.interpolate(feature, size=grid, mode="bilinear", align_corners=False)
-                       if tuple(feature.shape[-2:]) != grid else feature.clone())
-            codes[:] = [self.to_code(feature)]  # a module run twice: its last output counts
+            aligned = align_to_code_grid(feature, self.tap_stride, grid)
+            if aligned.untyped_storage().data_ptr() == feature.untyped_storage().data_ptr():
+                # a copy, so a later in-place op on the feature (e.g. a ReLU(inplace=True)) cannot change it
+                aligned = aligned.clone()
+            codes[:] = [self.to_code(aligned)]  # a module run twice: its last output counts
 
         handle = self.segmenter.get_submodule(self.tap).register_forward_hook(read_tap)
         try:

@@ -15,6 +15,7 @@ from labelreg.cli import main
 from labelreg.config import Config, ConfigError
 from labelreg.losses import masked_cross_entropy, masked_one_hot_mse
 from labelreg.models import LabelAutoencoder, build_segmenter
+from labelreg.models.dropin import tap_stride
 from labelreg.models.tvseg import TorchvisionSegmenter, build_torchvision_segmenter
 from labelreg.storage import load_checkpoint, save_checkpoint
 from labelreg.tasks.segmentation import build_model, default_loss_weights
@@ -318,3 +319,27 @@ def test_bench_times_the_dropin_wrapper():
     assert model.to_code.weight.grad is not None
     assert all(torch.equal(value, model.decoder.state_dict()[key]) for key, value in decoder.items())
 
+
+
+def test_a_code_cell_covers_the_same_pixels_as_in_phase_one_at_any_size(autoencoder):
+    """At 180×240 a floor-rounding 1/16 tap is 11×15 and the code 12×15: tap cell k is code cell k (no stretch),
+    the partial last row copies its neighbour, and the decoder's output is cut to the image's top-left H×W as
+    phase one crops its padded reconstruction. (Resizing the tap to the code grid shifts the middle rows.)"""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 16, stride=16), nn.BatchNorm2d(8), nn.Conv2d(8, CLASSES, 1))
+    reg = labelreg.regularize(net, autoencoder, tap="1").eval()
+    assert reg.tap_stride == (16.0, 16.0)
+    x = torch.randn(1, 3, 180, 240)
+    with torch.no_grad():
+        _, aux, code = reg._run(x)
+        tap = net[1](net[0](x))
+        assert tap.shape[-2:] == (11, 15) and code.shape[-2:] == (12, 15)
+        torch.testing.assert_close(code[..., :11, :], reg.to_code(tap))
+        torch.testing.assert_close(code[..., 11, :], code[..., 10, :])
+        torch.testing.assert_close(aux, reg.decoder(code)[..., :180, :240])
+
+
+@pytest.mark.parametrize("size, shape, stride", [((64, 96), (4, 6), (16.0, 16.0)), ((180, 240), (11, 15), (16.0, 16.0)),
+                                                 ((65, 97), (9, 13), (8.0, 8.0)), ((60, 90), (5, 7), (12.0, 90 / 7))])
+def test_tap_stride_reads_the_nominal_power_of_two(size, shape, stride):
+    assert tap_stride(size, torch.Size(shape)) == pytest.approx(stride)
