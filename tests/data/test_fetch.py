@@ -1,6 +1,7 @@
 """labelreg data fetch against a loopback HTTP server (no network): small archives and files served from
 127.0.0.1, the URL table patched to point at them; the download itself is torchvision's."""
 import dataclasses
+import errno
 import hashlib
 import io
 import shutil
@@ -176,6 +177,29 @@ def test_checksum_mismatch_is_one_line_and_leaves_nothing_a_reader_accepts(serve
     assert "\n" not in message and "checksum mismatch" in message and md5(archive) in message and url in message
     assert locate("voc", root) is None and not (root / "VOCdevkit").exists()
     assert not (root / WORK_DIR).exists()  # no partial file kept, nor the empty scratch folder
+
+
+def test_a_verified_archive_survives_a_full_disk_while_unpacking(server, monkeypatch, tmp_path):
+    """Unpacking fails with ENOSPC: the MD5-verified archive stays (a re-download of gigabytes would not help),
+    nothing is placed, and the next run unpacks the kept archive without a request."""
+    archive = voc_archive()
+    patch_source(monkeypatch, "voc", remotes=(Remote(server.add("/voc.tar", archive), "VOC.tar", md5=md5(archive)),))
+    root = tmp_path / "data"
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(fetch_module, "extract_archive", disk_full)
+        with pytest.raises(FetchError) as error:
+            fetch("voc", root)
+    message = str(error.value)
+    assert "\n" not in message and "No space left on device" in message and "is kept" in message
+    assert (root / WORK_DIR / "VOC.tar").read_bytes() == archive
+    assert locate("voc", root) is None and not (root / "VOCdevkit").exists()
+    served = len(server.requests)
+    assert fetch("voc", root) == root / "VOCdevkit" / "VOC2012"
+    assert len(server.requests) == served and not (root / WORK_DIR).exists()
 
 
 def test_an_interrupted_transfer_is_refused_then_restarted_cleanly(server, monkeypatch, tmp_path):

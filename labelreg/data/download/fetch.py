@@ -158,7 +158,15 @@ def _download_and_unpack(source: Source, root: Path, work: Path, *, keep_archive
         extract_archive(str(archive), str(staging))
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as error:
         shutil.rmtree(staging, ignore_errors=True)
-        archive.unlink(missing_ok=True)
+        verified = source.remotes[0].md5 is not None
+        if verified or getattr(error, "errno", None) is not None:
+            # the archive passed its checksum, or writing failed (a full disk, a permission): the download is sound,
+            # and fetching gigabytes again would not help
+            raise FetchError(f"cannot unpack {archive} ({_first_line(error)}); the download "
+                             f"{'(MD5 verified) ' if verified else ''}is kept there and the next run unpacks it "
+                             "without downloading: fix the cause (free space, permissions) and run the command "
+                             "again") from None
+        archive.unlink(missing_ok=True)  # unverified and unreadable (gzip/tar format errors carry no errno)
         raise FetchError(f"cannot unpack {archive} ({_first_line(error)}): the download is incomplete or corrupt; it "
                          "was removed, run the command again") from None
     unpacked = staging / source.member
