@@ -212,7 +212,7 @@ class TrainConfig:
     # segmentation: "ce" | "asymmetric" (1/f_c-weighted, divided by the valid pixels, eq. 3.3.1)
     # | "asymmetric_weighted_mean" (divided by the summed weights, as torch's weighted mean) | "median_frequency" (SegNet)
     loss: str = "ce"
-    images_to_log: int = 4
+    images_to_log: int = 4  # example rows in TensorBoard's val/examples per evaluation; 0: none
 
 
 @dataclass

@@ -334,7 +334,7 @@ def _fit(cfg: Config, spec: LoopSpec, train_loader: DataLoader, val_loader: Data
                                       f"metrics {sorted(metrics)}")
                 if _is_better(metrics[cfg.train.best_metric], state.best_value, cfg.train.best_mode):
                     state.best_value, state.best_epoch, improved = metrics[cfg.train.best_metric], state.epoch, True
-                if spec.visualize is not None and writer is not None:
+                if spec.visualize is not None and writer is not None and cfg.train.images_to_log > 0:
                     sample = next(iter(val_loader))
                     with torch.inference_mode():
                         spec.model.eval()

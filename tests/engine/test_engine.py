@@ -64,7 +64,7 @@ def make_task(model, poison_after=None):
                 losses=losses, evaluate=evaluate, generators=[generator])
 
 
-def run(tmp_path, name, epochs, resume=None, poison_after=None, on_model=None, **train):
+def run(tmp_path, name, epochs, resume=None, poison_after=None, on_model=None, visualize=None, **train):
     """Train the regressor for ``epochs`` in ``tmp_path/name``; ``on_model(model)`` runs before training."""
     cfg = config_from_dict({"name": name, "output_dir": str(tmp_path),
                             "optim": {"lr": 0.05, "schedule": "step", "milestones": [2], "gamma": 0.5},
@@ -75,6 +75,7 @@ def run(tmp_path, name, epochs, resume=None, poison_after=None, on_model=None, *
     if on_model is not None:
         on_model(model)
     task = make_task(model, poison_after)
+    task.visualize = visualize
     data = Points()
     loader = make_loader(data, batch_size=5, shuffle=True, num_workers=0, seed=0)
     val = make_loader(data, batch_size=8, shuffle=False, num_workers=0)
@@ -163,6 +164,23 @@ def test_step_schedule_applies_at_the_first_step_of_the_milestone_epoch(tmp_path
     per_step = {event.step: event.value for event in events.Scalars("lr/hidden")}
     # 5 steps per epoch, milestone at epoch 2: steps 1..10 at 0.05, from step 11 on 0.025
     assert per_step[10] == pytest.approx(0.05) and per_step[11] == pytest.approx(0.025)
+
+
+@pytest.mark.parametrize("images_to_log, logged", [(2, 2), (0, 0)])
+def test_example_images_follow_images_to_log(tmp_path, images_to_log, logged):
+    """train.images_to_log=0 logs no example images (the visualizer, which tiles at least one row, is not run)."""
+    calls = []
+
+    def visualize(model, batch):
+        calls.append(len(batch["x"]))
+        return torch.zeros(3, 4, 4)
+
+    cfg, _, _ = run(tmp_path, f"images{images_to_log}", epochs=2, visualize=visualize, images_to_log=images_to_log)
+    events = EventAccumulator(str(cfg.run_dir / "tb"))
+    events.Reload()
+    assert len(calls) == logged and len(events.Tags()["images"]) == min(logged, 1)
+    if logged:
+        assert len(events.Images("val/examples")) == logged
 
 
 def test_dynamic_loss_weights_follow_the_history(tmp_path):
