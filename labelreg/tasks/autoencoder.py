@@ -18,7 +18,7 @@ from labelreg.models.autoencoder import DOWNSAMPLING, LabelAutoencoder, autoenco
 from labelreg.runtime import resolve_device
 from labelreg.tasks.evaluate import evaluate_segmentation, evaluation_loader, refuse_options
 from labelreg.tasks.start import start_label_map_run
-from labelreg.viz import image_grid, label_image
+from labelreg.viz import ClassColours, class_colours, image_grid, label_image
 
 
 def autoencoder_forward(model: LabelAutoencoder, batch: Batch) -> dict[str, torch.Tensor]:
@@ -45,11 +45,13 @@ def build_autoencoder(cfg: Config, num_classes: int) -> LabelAutoencoder:
     return LabelAutoencoder(num_classes, cfg.model.variant)
 
 
-def reconstruction_panels(model: LabelAutoencoder, batch: Batch, count: int) -> list[list[np.ndarray]]:
-    """Rows of [input labels, reconstruction] panels for the first ``count`` samples."""
+def reconstruction_panels(model: LabelAutoencoder, batch: Batch, count: int,
+                          colours: ClassColours | None = None) -> list[list[np.ndarray]]:
+    """Rows of [input labels, reconstruction] panels for the first ``count`` samples, in ``colours``."""
     outputs = autoencoder_forward(model, batch)
     prediction = outputs["seg"].argmax(1)
-    return [[label_image(batch["label"][i]), label_image(prediction[i])] for i in range(min(count, len(prediction)))]
+    return [[label_image(batch["label"][i], colours), label_image(prediction[i], colours)]
+            for i in range(min(count, len(prediction)))]
 
 
 def loop_spec(cfg: Config, model: LabelAutoencoder, class_names: list[str]) -> LoopSpec:
@@ -61,7 +63,8 @@ def loop_spec(cfg: Config, model: LabelAutoencoder, class_names: list[str]) -> L
                                      forward=autoencoder_forward, amp=cfg.train.amp, class_names=class_names)
 
     def visualize(model: nn.Module, batch: Batch) -> torch.Tensor:
-        grid = image_grid(reconstruction_panels(model, batch, cfg.train.images_to_log))
+        grid = image_grid(reconstruction_panels(model, batch, cfg.train.images_to_log,
+                                                class_colours(class_names, cfg.data.dataset)))
         return torch.from_numpy(grid).permute(2, 0, 1).float() / 255
 
     return LoopSpec(model=model, augment=train_augment, eval_augment=eval_augment, forward=autoencoder_forward,

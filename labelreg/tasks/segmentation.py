@@ -163,6 +163,7 @@ def loop_spec(cfg: Config, model: nn.Module, class_names: list[str],
     train_augment, eval_augment = build_augmentations(cfg.data)
     loss_weights = default_loss_weights(cfg, model) if loss_weights is None else dict(loss_weights)
     has_aux_output = isinstance(model, (DecoderRegularized, RegularizedOutputs))
+    colours = class_colours(class_names, cfg.data.dataset)  # TensorBoard's examples in the figures' colours
 
     def predict(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         sizes = inference_sizes(*batch["image"].shape[-2:], cfg.eval.scales, cfg.eval.short_sides)
@@ -187,10 +188,10 @@ def loop_spec(cfg: Config, model: nn.Module, class_names: list[str],
         outputs = predict(model, batch)
         rows = []
         for i in range(min(cfg.train.images_to_log, len(batch["image"]))):
-            row = [to_uint8_image(denormalize(batch["image"][i:i + 1])[0]), label_image(batch["label"][i]),
-                   label_image(outputs["seg"][i].argmax(0))]
+            row = [to_uint8_image(denormalize(batch["image"][i:i + 1])[0]), label_image(batch["label"][i], colours),
+                   label_image(outputs["seg"][i].argmax(0), colours)]
             if "aux_seg" in outputs:
-                row.append(label_image(outputs["aux_seg"][i].argmax(0)))
+                row.append(label_image(outputs["aux_seg"][i].argmax(0), colours))
             rows.append(row)
         return torch.from_numpy(image_grid(rows)).permute(2, 0, 1).float() / 255
 

@@ -16,14 +16,16 @@ from labelreg.data.build import build_dataset
 from labelreg.engine import RunDirectoryError
 from labelreg.losses import median_frequency_weights, presence_pixels
 from labelreg.models.autoencoder import LabelAutoencoder
-from labelreg.palette import IGNORE_INDEX, voc_palette
+from labelreg.palette import CAMVID_COLOURS, IGNORE_INDEX, VOC_BACKGROUND_COLOUR, voc_palette
 from labelreg.storage import load_checkpoint, save_checkpoint
 from labelreg.tasks import TASKS, model_from_checkpoint
 from labelreg.tasks.evaluate import evaluation_loader, format_metrics, predict_at_size
 from labelreg.tasks.inference import predict_probabilities
 from labelreg.tasks.resolved import RESOLVED_FILE, read_resolved
 from labelreg.tasks import segmentation
+from labelreg.tasks.autoencoder import reconstruction_panels
 from labelreg.tasks.segmentation import build_model, loop_spec
+from labelreg.viz import class_colours
 from tests.data.test_camvid import REAL as REAL_CAMVID, SPLITS, real_camvid_layout, write_layout
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -283,3 +285,30 @@ def test_the_evaluation_figure_shows_what_was_scored(tmp_path, monkeypatch):
     metrics = segmentation.evaluate_checkpoint(cfg, {"model": {}}, "test", figure=tmp_path / "f.png")
     assert drawn["prediction"].shape == (3, 6, 8) and bool((drawn["prediction"] == 1).all())
     assert drawn["auxiliary (decoder)"].shape == (3, 6, 8) and metrics["Seq05VD_miou"] > 0
+
+
+class ClassTwoModel(nn.Module):
+    """Predicts class 2 everywhere, at the input's size."""
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = torch.zeros(x.shape[0], 11, *x.shape[-2:])
+        logits[:, 2] = 1.0
+        return {"seg": logits, "features": {}}
+
+
+@pytest.mark.parametrize("dataset, colour_of", [("camvid", lambda c: CAMVID_COLOURS[c]),
+                                                ("voc", lambda c: tuple(voc_palette(256)[c]))])
+def test_tensorboard_examples_are_drawn_in_the_data_sets_colours(dataset, colour_of):
+    """val/examples (segmentation) and the autoencoder's reconstructions use the data set's palette, as the
+    figures do: CamVid's Sky is grey 128,128,128, not VOC's class-0 colour."""
+    cfg = load_config(SEG_CONFIG, [f"data.dataset={dataset}", "eval.scales=[1.0]", "eval.short_sides=[]",
+                                   "eval.flip=false"])
+    batch = {"image": torch.randn(1, 3, 6, 8), "label": torch.zeros(1, 6, 8, dtype=torch.long)}
+    names = CAMVID_CLASSES if dataset == "camvid" else [str(c) for c in range(11)]
+    grid = loop_spec(cfg, ClassTwoModel(), names).visualize(ClassTwoModel(), batch)
+    pixel = lambda panel: tuple(int(v) for v in (grid[:, 4, 4 + 12 * panel] * 255).round())  # noqa: E731 (4-px gaps)
+    expected_sky = CAMVID_COLOURS[0] if dataset == "camvid" else tuple(int(v) for v in VOC_BACKGROUND_COLOUR)
+    assert pixel(1) == expected_sky and pixel(2) == tuple(int(v) for v in colour_of(2))
+    autoencoder = LabelAutoencoder(11, "32").eval()
+    panels = reconstruction_panels(autoencoder, {"label": batch["label"]}, 1, class_colours(names, dataset))
+    assert tuple(int(v) for v in panels[0][0][0, 0]) == expected_sky
