@@ -2,11 +2,14 @@
 127.0.0.1, the URL table patched to point at them; the download itself is torchvision's."""
 import dataclasses
 import errno
+import fcntl
 import hashlib
 import io
+import os
 import shutil
 import tarfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -200,6 +203,28 @@ def test_a_verified_archive_survives_a_full_disk_while_unpacking(server, monkeyp
     served = len(server.requests)
     assert fetch("voc", root) == root / "VOCdevkit" / "VOC2012"
     assert len(server.requests) == served and not (root / WORK_DIR).exists()
+
+
+def test_a_second_fetch_into_the_same_root_waits_for_the_first(server, monkeypatch, tmp_path):
+    """While another fetch holds the root, a fetch makes no request and writes nothing; once released it runs."""
+    archive = voc_archive()
+    patch_source(monkeypatch, "voc", remotes=(Remote(server.add("/voc.tar", archive), "VOC.tar", md5=md5(archive)),))
+    root = tmp_path / "data"
+    root.mkdir()
+    holder = os.open(root, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # the other fetch
+    said, placed = [], []
+    second = threading.Thread(target=lambda: placed.append(fetch("voc", root, say=said.append)))
+    second.start()
+    deadline = time.monotonic() + 10
+    while not any("waiting for another labelreg data fetch" in line for line in said) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert any(str(root) in line and "waiting" in line for line in said)
+    time.sleep(0.2)
+    assert server.requests == [] and sorted(p.name for p in root.iterdir()) == []
+    os.close(holder)
+    second.join(10)
+    assert placed == [root / "VOCdevkit" / "VOC2012"] and server.requests
 
 
 def test_an_interrupted_transfer_is_refused_then_restarted_cleanly(server, monkeypatch, tmp_path):

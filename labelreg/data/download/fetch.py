@@ -16,14 +16,16 @@ and that nothing already there is ever replaced:
 """
 from __future__ import annotations
 
+import fcntl
 import http.client
 import os
 import shutil
 import tarfile
 import zipfile
 import zlib
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import Callable
+from typing import Callable, Iterator
 
 from torchvision.datasets.utils import calculate_md5, check_integrity, download_url, extract_archive
 
@@ -213,6 +215,24 @@ def _fetch_files(source: Source, root: Path, *, keep_archive: bool, say: Callabl
     return folder
 
 
+@contextmanager
+def fetch_lock(root: Path, say: Callable[[str], None] = _say) -> Iterator[None]:
+    """Hold ``root`` alone for one fetch: an exclusive ``flock`` on the folder itself (no file is added). A second
+    fetch into the same root waits, saying so, then finds the data placed and verified instead of restarting the
+    first one's transfer or unpacking next to it."""
+    root.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(root, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"  waiting for another labelreg data fetch into {root}")
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
 def fetch_dataset(name: str, root: str | Path, *, keep_archive: bool = False, say: Callable[[str], None] = _say) -> Path:
     """Download, verify and place data set ``name`` under ``root``; return the folder its reader opens.
 
@@ -224,7 +244,9 @@ def fetch_dataset(name: str, root: str | Path, *, keep_archive: bool = False, sa
     if root.exists() and not root.is_dir():
         raise FetchError(f"--root {root} is a file, not a folder")
     say(f"{name}: {source.title}")
-    placed = (_fetch_archive if source.is_archive else _fetch_files)(source, root, keep_archive=keep_archive, say=say)
+    with fetch_lock(root, say):
+        placed = (_fetch_archive if source.is_archive else _fetch_files)(source, root, keep_archive=keep_archive,
+                                                                          say=say)
     say(f"  ready: {placed}")
     if source.terms:
         say(f"  terms: {source.terms}")
