@@ -231,13 +231,14 @@ class Config:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.name
+        # '..' cancels lexically, as check_run_name read it: 'link/../x' is output_dir/x even when link is a symlink
+        return Path(self.output_dir) / os.path.normpath(self.name)
 
 
 def check_run_name(name: str, output_dir: str) -> None:
     """``name`` is a folder inside ``output_dir`` (``--overwrite`` empties it): not empty, ``.``, absolute, led by
     ``..``, nor resolving to ``output_dir`` or above it. Sub-folders (``study/arm_seed0``) are fine."""
-    output, run = Path(output_dir).resolve(), (Path(output_dir) / name).resolve()
+    output, run = Path(output_dir).resolve(), (Path(output_dir) / os.path.normpath(name)).resolve()
     parts = Path(os.path.normpath(name)).parts if name.strip() else ()
     if parts and parts[0] != ".." and not Path(name).is_absolute() and run != output and run not in output.parents:
         return

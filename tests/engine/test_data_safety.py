@@ -48,6 +48,17 @@ def test_sub_folder_names_are_runs_inside_output_dir(tmp_path):
         assert tmp_path.resolve() in cfg.run_dir.resolve().parents
 
 
+def test_a_name_through_a_symlink_and_dotdot_stays_inside_output_dir(tmp_path):
+    """'link/../x' with link → a folder elsewhere: the OS would resolve it to that folder's parent; the run folder
+    is output_dir/x, as the name check read it."""
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere" / "deep"
+    out.mkdir()
+    elsewhere.mkdir(parents=True)
+    (out / "link").symlink_to(elsewhere)
+    cfg = config_from_dict({"name": "link/../x", "output_dir": str(out)})
+    assert cfg.run_dir.resolve() == (out / "x").resolve()
+
+
 def test_an_empty_name_with_overwrite_deletes_nothing(tmp_path, capsys):
     out = tmp_path / "x"
     files = user_files(out, out / "run") + [out / "checkpoints" / "last.pt"]  # the output folder looks like a run
