@@ -135,17 +135,27 @@ class Launcher:
                 raise RuntimeError("--launcher submitit needs submitit: pip install -e '.[cluster]'") from error
             self.executor = submitit.AutoExecutor(folder=str(folder), cluster=submitit_cluster)
             self.executor.update_parameters(**({"timeout_min": 120} | (submitit_parameters or {})))
+            self.jobs: list = []
         else:
             raise ValueError(f"launcher {launcher!r}; choose 'local' or 'submitit'")
 
     def start(self, spec: dict):
-        return self.pool.submit(execute, spec) if self.kind == "local" else self.executor.submit(execute, spec)
+        if self.kind == "local":
+            return self.pool.submit(execute, spec)
+        job = self.executor.submit(execute, spec)
+        self.jobs.append(job)
+        return job
 
     def stop(self) -> None:
-        """Start nothing more and interrupt the local runs (each keeps its last checkpoint)."""
+        """Start nothing more and interrupt the runs (each keeps its last checkpoint): the local ones, or the
+        submitit jobs not yet done (a Ctrl-C of the study would otherwise leave them queued or running)."""
         if self.kind == "local":
             self.pool.shutdown(wait=False, cancel_futures=True)
             processes.stop_all()
+            return
+        for job in self.jobs:
+            if not job.done():
+                job.cancel(check=False)
 
     def close(self) -> None:
         if self.kind == "local":

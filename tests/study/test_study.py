@@ -140,3 +140,37 @@ def test_submitit_local_executor(tiny_study):
     assert summary["trained"] == ["baseline/seed7"]
     assert summary["runs"][0]["status"] == "ok", summary["runs"][0]
     assert any((out / "submitit").iterdir())
+
+
+def test_stopping_a_submitit_study_cancels_its_unfinished_jobs(monkeypatch, tmp_path):
+    """Ctrl-C of `labelreg study --launcher submitit` cancels the jobs still queued or running (scancel on Slurm),
+    not those done. A stand-in for submitit records what is asked of it."""
+    import types
+
+    from labelreg.study.runner import Launcher
+
+    class Job:
+        def __init__(self, finished: bool) -> None:
+            self.finished, self.cancelled = finished, []
+
+        def done(self) -> bool:
+            return self.finished
+
+        def cancel(self, check: bool = True) -> None:
+            self.cancelled.append(check)
+
+    class AutoExecutor:
+        def __init__(self, folder: str, cluster: str | None = None) -> None:
+            self.states = iter([True, False, False])  # the first job has finished
+
+        def update_parameters(self, **parameters) -> None:
+            pass
+
+        def submit(self, function, spec):
+            return Job(next(self.states))
+
+    monkeypatch.setitem(sys.modules, "submitit", types.SimpleNamespace(AutoExecutor=AutoExecutor))
+    launcher = Launcher(jobs=2, launcher="submitit", folder=tmp_path)
+    jobs = [launcher.start({"name": f"run{i}"}) for i in range(3)]
+    launcher.stop()
+    assert [job.cancelled for job in jobs] == [[], [False], [False]]
